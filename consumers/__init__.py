@@ -1,0 +1,1 @@
+"""confluent-kafka consumers: the event archiver and a recommendations-topic example client."""

@@ -1,0 +1,1 @@
+"""Serving: the Triton model repository (one python-backend model per stage) and the HTTP API."""

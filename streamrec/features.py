@@ -1,0 +1,78 @@
+"""Feature definitions shared by the streaming worker (online), the trainer (offline) and serving.
+
+One place names every feature, its window and its encoding, so that what the trainer computes from the
+archive is what the worker pushes to Feast and what serving reads back (no train/serve skew).
+
+Windows are trailing event-time windows ending at the entity's latest event, at one-minute resolution:
+an event at time ``t`` counts in window ``W`` as of reference time ``r`` when
+``minute(r) - minute(t) < W / 1 min`` (``minute(x) = floor(epoch_ms(x) / 60000)``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from streamrec.schemas.events import Device, EventType
+
+BUCKET_MS = 60_000
+RECENT_ITEMS_LEN = 20
+
+#: Window name -> length in one-minute buckets.
+USER_WINDOWS: dict[str, int] = {"1h": 60, "24h": 24 * 60, "7d": 7 * 24 * 60}
+ITEM_WINDOWS: dict[str, int] = {"1h": 60, "24h": 24 * 60}
+TOP_CATEGORY_WINDOW = "24h"
+
+EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in EventType)
+
+#: Per-user count features, in the order the ranker's ``user_dense`` input uses (log1p-encoded there).
+USER_COUNT_FEATURES: tuple[str, ...] = tuple(
+    f"{etype}_count_{window}" for window in USER_WINDOWS for etype in EVENT_TYPES
+)
+
+#: Item event types that have counters; CTR = clicks / views over 24 h.
+ITEM_COUNTED_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
+ITEM_COUNT_FEATURES: tuple[str, ...] = tuple(
+    f"{etype}_count_{window}" for window in ITEM_WINDOWS for etype in ITEM_COUNTED_TYPES
+)
+
+#: Event-type weights of the trending score: weighted 1 h activity over the hourly 24 h average.
+TRENDING_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0}
+
+#: Device vocabulary; index 0 is also used for anything unknown.
+DEVICE_VOCAB: tuple[str, ...] = (
+    Device.UNKNOWN.value,
+    Device.MOBILE.value,
+    Device.DESKTOP.value,
+    Device.TABLET.value,
+)
+CONTEXT_FIELDS = ("device", "hour", "weekday")
+
+#: Feast names: feature views and entities (see feature_repo/).
+FEAST_USER_STREAM_VIEW = "user_stream_features"
+FEAST_ITEM_STREAM_VIEW = "item_stream_features"
+FEAST_USER_PUSH_SOURCE = "user_stream_push"
+FEAST_ITEM_PUSH_SOURCE = "item_stream_push"
+FEAST_USER_ENTITY_KEY = "user_id"
+FEAST_ITEM_ENTITY_KEY = "item_id"
+
+
+def minute_bucket(epoch_ms: int) -> int:
+    return epoch_ms // BUCKET_MS
+
+
+def device_index(device: str) -> int:
+    try:
+        return DEVICE_VOCAB.index(device)
+    except ValueError:
+        return 0
+
+
+def context_indices(device: str, epoch_ms: int) -> tuple[int, int, int]:
+    """(device index, hour of day 0-23, weekday 0=Monday) in UTC."""
+    when = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return device_index(device), when.hour, when.weekday()
+
+
+def trending_score(weighted_1h: float, weighted_24h: float) -> float:
+    """How much hotter the last hour is than the 24 h hourly average (1.0 = as usual)."""
+    return (weighted_1h + 1.0) / (weighted_24h / 24.0 + 1.0)

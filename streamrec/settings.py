@@ -1,0 +1,228 @@
+"""Settings, one class per component, read from the environment (prefix ``STREAMREC_<COMPONENT>_``).
+
+Three well-known variables select external services and switch the local stack off for them:
+``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL`` and ``TRITON_URL``.
+
+App folders declare their own settings classes the same way (subclassing :class:`ComponentSettings`)
+and register them with the CLI plugin registry so that ``streamrec config`` shows them too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamrec.errors import ConfigError
+
+DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "streamrec"
+
+
+class ComponentSettings(BaseSettings):
+    """Base of every component's settings: env-driven, unknown keys rejected."""
+
+    model_config = SettingsConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    #: Section name shown by ``streamrec config``.
+    section: ClassVar[str] = "component"
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Any:
+        """Build from the environment, turning validation errors into a one-line :class:`ConfigError`."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"]) or "<settings>"
+            prefix = cls.model_config.get("env_prefix", "")
+            raise ConfigError(f"{first['msg']}", source=f"{prefix}{loc.upper()}") from None
+
+
+def _env_alias(prefix: str, name: str, *extra: str) -> AliasChoices:
+    return AliasChoices(f"{prefix}{name.upper()}", *extra, name)
+
+
+class KafkaSettings(ComponentSettings):
+    """Kafka cluster and topic layout."""
+
+    section: ClassVar[str] = "kafka"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_KAFKA_")
+
+    bootstrap_servers: str | None = Field(
+        None,
+        validation_alias=_env_alias("STREAMREC_KAFKA_", "bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="External cluster (host:port,...). Unset: the local stack's broker is used and started.",
+    )
+    local_port: int = Field(19092, ge=1, le=65535, description="Client port of the local KRaft broker.")
+    local_controller_port: int = Field(19093, ge=1, le=65535, description="Controller port of the local broker.")
+    interactions_topic: str = Field("interactions", min_length=1, description="Topic of interaction events.")
+    interactions_partitions: int = Field(6, ge=1, description="Partitions of the interactions topic.")
+    recommendations_topic: str = Field("recommendations", min_length=1, description="Topic of pushed recs.")
+    recommendations_partitions: int = Field(6, ge=1, description="Partitions of the recommendations topic.")
+    dlq_topic: str = Field("interactions.dlq", min_length=1, description="Dead-letter topic for rejects.")
+    dlq_partitions: int = Field(1, ge=1, description="Partitions of the dead-letter topic.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor for created topics.")
+    client_id: str = Field("streamrec", description="client.id sent to the brokers.")
+    linger_ms: int = Field(5, ge=0, description="Producer linger: how long to wait to fill a batch.")
+    batch_bytes: int = Field(1_000_000, ge=1024, description="Producer batch.size in bytes.")
+    compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
+        "lz4", description="Producer compression codec."
+    )
+    delivery_timeout_ms: int = Field(30_000, ge=1000, description="Give up delivering a message after this.")
+    max_event_bytes: int = Field(16_384, ge=256, description="Larger interaction payloads are rejected.")
+    security_protocol: str = Field("PLAINTEXT", description="security.protocol for clients.")
+    sasl_username: str | None = Field(None, description="SASL username, if the cluster needs one.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (masked in output).")
+
+    @property
+    def external(self) -> bool:
+        return self.bootstrap_servers is not None
+
+    @property
+    def bootstrap(self) -> str:
+        return self.bootstrap_servers or f"127.0.0.1:{self.local_port}"
+
+    def client_config(self) -> dict[str, Any]:
+        """Connection properties shared by every librdkafka client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
+            conf.setdefault("sasl.mechanisms", "PLAIN")
+        return conf
+
+
+class RedisSettings(ComponentSettings):
+    """Redis-compatible server holding Bloom filters and the Feast online store."""
+
+    section: ClassVar[str] = "redis"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_REDIS_")
+
+    url: str | None = Field(
+        None,
+        validation_alias=_env_alias("STREAMREC_REDIS_", "url", "REDIS_URL"),
+        description="External server (redis://[:password@]host:port/db). Unset: the local Valkey is used.",
+    )
+    local_port: int = Field(16379, ge=1, le=65535, description="Port of the local Valkey server.")
+    socket_timeout_s: float = Field(2.0, gt=0, description="Socket timeout for Redis commands.")
+
+    @property
+    def external(self) -> bool:
+        return self.url is not None
+
+    @property
+    def effective_url(self) -> str:
+        return self.url or f"redis://127.0.0.1:{self.local_port}/0"
+
+
+class BloomSettings(ComponentSettings):
+    """Per-user seen-item Bloom filters."""
+
+    section: ClassVar[str] = "bloom"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_BLOOM_")
+
+    capacity: int = Field(1000, ge=10, description="Items per user filter before it scales (BF.RESERVE).")
+    error_rate: float = Field(0.01, gt=0, lt=0.5, description="Target false-positive rate.")
+    ttl_seconds: int = Field(7 * 24 * 3600, ge=60, description="Filter TTL, refreshed on every write.")
+    key_prefix: str = Field("bf:seen:", description="Key prefix; the user id follows inside a {hash tag}.")
+    backend: Literal["auto", "redisbloom", "bitmap"] = Field(
+        "auto", description="auto probes MODULE LIST for 'bf'; bitmap is the Lua fallback."
+    )
+
+
+class TritonSettings(ComponentSettings):
+    """Triton inference server and the model repository it serves."""
+
+    section: ClassVar[str] = "triton"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_TRITON_")
+
+    url: str | None = Field(
+        None,
+        validation_alias=_env_alias("STREAMREC_TRITON_", "url", "TRITON_URL"),
+        description="External server's HTTP endpoint (http://host:port). Unset: the local Triton is used.",
+    )
+    grpc_url: str | None = Field(None, description="External gRPC endpoint host:port (default: host of url:8001).")
+    http_port: int = Field(18000, ge=1, le=65535, description="Local Triton HTTP port.")
+    grpc_port: int = Field(18001, ge=1, le=65535, description="Local Triton gRPC port.")
+    metrics_port: int = Field(18002, ge=1, le=65535, description="Local Triton metrics port.")
+    model_repository: Path = Field(
+        Path(".streamrec/model_repository"), description="Model repository directory the local Triton serves."
+    )
+    ensemble_model: str = Field("recommend", description="Name of the ensemble model clients call.")
+    request_timeout_s: float = Field(1.0, gt=0, description="Client timeout per inference request.")
+
+    @property
+    def external(self) -> bool:
+        return self.url is not None
+
+    @property
+    def http_url(self) -> str:
+        return (self.url or f"http://127.0.0.1:{self.http_port}").rstrip("/")
+
+    @property
+    def effective_grpc_url(self) -> str:
+        if self.grpc_url:
+            return self.grpc_url
+        if self.url:
+            host = urlsplit(self.url).hostname or "127.0.0.1"
+            return f"{host}:8001"
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+class StackSettings(ComponentSettings):
+    """The embedded local stack: where it keeps binaries, state and logs."""
+
+    section: ClassVar[str] = "stack"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_STACK_")
+
+    run_dir: Path = Field(Path(".streamrec/run"), description="Logs, pid files and server state.")
+    cache_dir: Path = Field(DEFAULT_CACHE_DIR, description="Downloaded Kafka jars and Triton binaries.")
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version resolved from Maven Central.")
+    kafka_heap: str = Field("768m", description="Broker JVM -Xmx.")
+    triton_wheel: str = Field(
+        "nvidia-pytriton==0.7.0", description="PyPI wheel the tritonserver binary (2.51) is unpacked from."
+    )
+    start_timeout_s: float = Field(90.0, gt=0, description="Give up waiting for a component to be healthy.")
+    with_triton: bool = Field(True, description="Start Triton with the stack.")
+
+
+def mask_url(url: str) -> str:
+    """Hide the password part of a URL."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def describe(settings: ComponentSettings) -> list[tuple[str, str, str]]:
+    """(env var, effective value with secrets masked, description) for each field."""
+    rows = []
+    prefix = type(settings).model_config.get("env_prefix", "")
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown = "***" if value.get_secret_value() else ""
+        elif isinstance(value, str) and "://" in value:
+            shown = mask_url(value)
+        else:
+            shown = "" if value is None else str(value)
+        rows.append((f"{prefix}{name.upper()}", shown, field.description or ""))
+    return rows
+
+
+CORE_SETTINGS: tuple[type[ComponentSettings], ...] = (
+    KafkaSettings,
+    RedisSettings,
+    BloomSettings,
+    TritonSettings,
+    StackSettings,
+)

@@ -1,0 +1,1 @@
+"""Faust streaming worker: seen-item Bloom filters, streaming features, recommendation refresh."""

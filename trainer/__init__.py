@@ -1,0 +1,1 @@
+"""Trainer: datasets, content embeddings, Two-Tower + DLRM models, training, evaluation and export."""
