@@ -194,6 +194,26 @@ class StackSettings(ComponentSettings):
     with_triton: bool = Field(True, description="Start Triton with the stack.")
 
 
+class PathsSettings(ComponentSettings):
+    """Where datasets, the streaming archive and model exports live."""
+
+    section: ClassVar[str] = "paths"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_PATHS_")
+
+    data_root: Path = Field(
+        Path(".streamrec/data"), description="Prepared datasets, one folder each (archive layout)."
+    )
+    archive_root: Path = Field(
+        Path(".streamrec/archive"), description="Archive the streaming archiver writes (archive layout)."
+    )
+    export_root: Path = Field(
+        Path(".streamrec/exports"), description="Versioned model exports; CURRENT names the live one."
+    )
+
+    def dataset_root(self, name: str) -> Path:
+        return self.data_root / name
+
+
 def mask_url(url: str) -> str:
     """Hide the password part of a URL."""
     parts = urlsplit(url)
@@ -225,4 +245,5 @@ CORE_SETTINGS: tuple[type[ComponentSettings], ...] = (
     BloomSettings,
     TritonSettings,
     StackSettings,
+    PathsSettings,
 )
