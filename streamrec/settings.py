@@ -200,9 +200,7 @@ class PathsSettings(ComponentSettings):
     section: ClassVar[str] = "paths"
     model_config = SettingsConfigDict(env_prefix="STREAMREC_PATHS_")
 
-    data_root: Path = Field(
-        Path(".streamrec/data"), description="Prepared datasets, one folder each (archive layout)."
-    )
+    data_root: Path = Field(Path(".streamrec/data"), description="Prepared datasets, one folder each (archive layout).")
     archive_root: Path = Field(
         Path(".streamrec/archive"), description="Archive the streaming archiver writes (archive layout)."
     )

@@ -21,7 +21,7 @@ from pydantic import (
     StringConstraints,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 
 # Ids end up inside Redis keys ("bf:seen:{<user_id>}"), so braces, whitespace and control characters are
