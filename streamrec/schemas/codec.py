@@ -25,8 +25,8 @@ def first_error(exc: ValidationError) -> InvalidEventError:
     msg = err["msg"]
     if kind == "json_invalid":
         return InvalidEventError(PAYLOAD, f"not valid JSON: {err.get('ctx', {}).get('error', msg)}")
-    if kind == "model_type" or (kind == "dict_type" and not loc):
-        return InvalidEventError(PAYLOAD, "expected a JSON object")
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return InvalidEventError(loc or PAYLOAD, "expected a JSON object")
     if kind == "missing":
         return InvalidEventError(loc, "field required")
     if kind == "extra_forbidden":

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    WithJsonSchema,
 )
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -92,6 +93,20 @@ Timestamp = Annotated[
     datetime,
     BeforeValidator(_parse_timestamp),
     PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "string", "format": "date-time", "description": "RFC 3339 with a UTC offset"},
+                {
+                    "type": "integer",
+                    "minimum": _MIN_EPOCH_MS,
+                    "exclusiveMaximum": _MAX_EPOCH_MS,
+                    "description": "epoch milliseconds",
+                },
+            ]
+        },
+        mode="validation",
+    ),
 ]
 
 
@@ -104,7 +119,9 @@ def _parse_uuid(value: Any) -> str:
         raise ValueError(f"not a UUID: {value[:40]!r}") from None
 
 
-UuidStr = Annotated[str, BeforeValidator(_parse_uuid)]
+UuidStr = Annotated[
+    str, BeforeValidator(_parse_uuid), WithJsonSchema({"type": "string", "format": "uuid"}, mode="validation")
+]
 
 
 class _Strict(BaseModel):

@@ -1,0 +1,113 @@
+"""A confluent-kafka consumer of interaction events that validates every message.
+
+Valid events are handed to the caller; invalid ones go to the dead-letter topic with the original bytes,
+the reason and the source partition/offset. Offsets are committed only when the caller says its work
+is durable (:meth:`commit`), so delivery is at-least-once and callers make their writes idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from streamrec.client.consumer import consumer_config
+from streamrec.client.dlq import DeadLetterPublisher
+from streamrec.client.producer import producer_config
+from streamrec.errors import InvalidEventError, StoreUnavailableError
+from streamrec.schemas.codec import check_key_matches, decode_interaction
+from streamrec.schemas.events import InteractionEvent
+from streamrec.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumedEvent:
+    event: InteractionEvent
+    partition: int
+    offset: int
+
+
+@dataclass
+class BatchStats:
+    valid: int = 0
+    invalid: int = 0
+
+
+class InteractionConsumer:
+    """Polls batches of validated interaction events from one topic."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        component: str,
+        topic: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic or settings.interactions_topic
+        conf = consumer_config(
+            settings, group_id, **{"enable.auto.commit": False, "auto.offset.reset": "earliest", **overrides}
+        )
+        self._consumer = Consumer(conf)
+        self._producer = Producer(producer_config(settings))
+        self._dlq = DeadLetterPublisher(settings, self._producer, component)
+        self._pending: dict[int, int] = {}
+        self.stats = BatchStats()
+        self._consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Offsets of partitions we no longer own cannot be committed; their new owner re-reads them
+        # (at-least-once), which is why every writer downstream is idempotent.
+        for tp in partitions:
+            self._pending.pop(tp.partition, None)
+
+    def poll_batch(self, max_messages: int = 1000, timeout: float = 0.5) -> list[ConsumedEvent]:
+        messages: list[Message] = self._consumer.consume(max_messages, timeout)
+        out: list[ConsumedEvent] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise StoreUnavailableError(f"consumer failed: {err}")
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                continue
+            # Data messages always carry these; the stubs type them optional for error messages.
+            partition, offset, topic = int(msg.partition() or 0), int(msg.offset() or 0), str(msg.topic())
+            self._pending[partition] = max(self._pending.get(partition, -1), offset)
+            value, key = msg.value(), msg.key()
+            try:
+                event = decode_interaction(value or b"", self.settings.max_event_bytes)
+                check_key_matches(event, key)
+            except InvalidEventError as exc:
+                self.stats.invalid += 1
+                self._dlq.publish(exc, value, key, topic, partition, offset)
+                continue
+            self.stats.valid += 1
+            out.append(ConsumedEvent(event, partition, offset))
+        return out
+
+    def __iter__(self) -> Iterator[ConsumedEvent]:
+        while True:
+            yield from self.poll_batch()
+
+    def commit(self) -> None:
+        """Commit everything polled so far; call only after its effects are durable (DLQ flushed too)."""
+        if not self._pending:
+            return
+        remaining = self._producer.flush(30)
+        if remaining:
+            raise StoreUnavailableError(f"{remaining} dead letters undelivered; offsets not committed")
+        offsets = [TopicPartition(self.topic, p, o + 1) for p, o in self._pending.items()]
+        self._consumer.commit(offsets=offsets, asynchronous=False)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self._producer.flush(10)
+        self._consumer.close()

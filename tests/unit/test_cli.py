@@ -1,0 +1,89 @@
+"""The CLI: one line and exit code 2 for anything the user can fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from streamrec.errors import StackError
+from streamrec.stack.base import Component, Health
+
+
+def run_cli(*args: str, stdin: str | None = None, env: Mapping[str, str] | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "streamrec.cli.main", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_unknown_command_exits_2_with_one_line() -> None:
+    result = run_cli("frobnicate")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "invalid choice" in result.stderr
+
+
+def test_missing_input_file_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = run_cli("produce", str(tmp_path / "nope.jsonl"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"streamrec: error: produce FILE: no such file: {tmp_path}/nope.jsonl"
+    ]
+
+
+def test_invalid_event_line_names_line_field_and_reason() -> None:
+    result = run_cli("produce", "-", stdin='{"event_id": "6f1c2f1e-8d2a-4a4e-9a51-0f5d3c7b9e10"}\n')
+    assert result.returncode == 2
+    assert result.stderr.strip() == "streamrec: error: line 1: user_id: field required (0 sent before it)"
+
+
+def test_config_prints_every_section_with_secrets_masked() -> None:
+    import os
+
+    env = {**os.environ, "REDIS_URL": "redis://:topsecret@h:1/0", "STREAMREC_KAFKA_SASL_PASSWORD": "pw"}
+    result = run_cli("config", env=env)
+    assert result.returncode == 0, result.stderr
+    for section in ("[kafka]", "[redis]", "[bloom]", "[triton]", "[stack]", "[paths]"):
+        assert section in result.stdout
+    assert "topsecret" not in result.stdout and "redis://:***@h:1/0" in result.stdout
+    assert "STREAMREC_KAFKA_SASL_PASSWORD = ***" in result.stdout
+
+
+def test_bad_setting_exits_2_naming_the_variable() -> None:
+    import os
+
+    result = run_cli("config", env={**os.environ, "STREAMREC_BLOOM_CAPACITY": "lots"})
+    assert result.returncode == 2
+    assert "STREAMREC_BLOOM_CAPACITY" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+class _Crashing(Component):
+    name = "crasher"
+
+    @property
+    def external(self) -> bool:
+        return False
+
+    def health(self) -> Health:
+        return Health(False, "never healthy")
+
+    def command(self) -> tuple[Sequence[str], Mapping[str, str]]:
+        return ["sh", "-c", "echo 'bind: address already in use'; exit 3"], {}
+
+
+def test_component_that_fails_to_start_is_named_with_reason_and_log(tmp_path: Path) -> None:
+    comp = _Crashing(tmp_path)
+    with pytest.raises(StackError) as info:
+        comp.start(10, lambda _: None)
+    message = str(info.value)
+    assert message.startswith("crasher: exited with code 3: bind: address already in use")
+    assert str(comp.log_path) in message
+    assert comp.pid() is None
