@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from streamrec import __version__
+from streamrec import __version__, demo
 from streamrec.cli import config_cmd, events_cmd, stack_cmd
 from streamrec.cli.plugins import PluginRegistry, load_plugins
 from streamrec.errors import StreamrecError
@@ -30,6 +30,7 @@ def core_registry() -> PluginRegistry:
     stack_cmd.register(registry)
     config_cmd.register(registry)
     events_cmd.register(registry)
+    demo.register(registry)
     return registry
 
 
