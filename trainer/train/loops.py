@@ -1,0 +1,264 @@
+"""Training loops of the two models, with seeded shuffling, tqdm progress and per-epoch checkpoints."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from streamrec.errors import DataError
+from trainer.models.dlrm import DLRMRanker
+from trainer.models.two_tower import TwoTower, in_batch_softmax_loss, mask_query_inputs
+from trainer.settings import TrainerSettings
+from trainer.train.tables import DeviceItemTables, QueryFeatures
+
+
+@dataclass
+class LoopStats:
+    stage: str
+    epochs: int = 0
+    examples_seen: int = 0
+    seconds: float = 0.0
+    epoch_losses: list[float] = field(default_factory=list)
+    resumed_from_epoch: int = 0
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.examples_seen / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs,
+            "examples_seen": self.examples_seen,
+            "seconds": round(self.seconds, 2),
+            "samples_per_s": round(self.samples_per_s, 1),
+            "final_loss": round(self.epoch_losses[-1], 5) if self.epoch_losses else None,
+            "resumed_from_epoch": self.resumed_from_epoch,
+        }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Checkpointer:
+    """One file per stage holding the model, optimizer and finished epoch; written atomically."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+
+    def path(self, stage: str) -> Path | None:
+        return None if self.directory is None else self.directory / f"{stage}.pt"
+
+    def save(self, stage: str, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        path = self.path(stage)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def restore(self, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+        """Load the stage's last finished epoch into model and optimizer; returns that epoch count (0: none)."""
+        path = self.path(stage)
+        if path is None or not path.is_file():
+            return 0
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, OSError, ValueError):
+            return 0  # incompatible or torn checkpoint: start the stage over
+        return int(state["epoch"])
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator, cap: int, device: str) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator)
+    if 0 < cap < n:
+        order = order[:cap]
+    return [chunk.to(device) for chunk in torch.split(order, batch_size)]
+
+
+@dataclass
+class DeviceQuery:
+    """QueryFeatures moved to the training device once."""
+
+    user: torch.Tensor
+    recent: torch.Tensor
+    context: torch.Tensor
+    counts: torch.Tensor | None
+
+    @classmethod
+    def of(cls, features: QueryFeatures, device: str) -> DeviceQuery:
+        return cls(
+            user=torch.as_tensor(features.user, device=device),
+            recent=torch.as_tensor(features.recent, device=device),
+            context=torch.as_tensor(features.context, device=device),
+            counts=None if features.counts is None else torch.as_tensor(features.counts, device=device),
+        )
+
+    def take(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.user[rows], self.recent[rows].long(), self.context[rows].long()
+
+
+def train_two_tower(
+    model: TwoTower,
+    features: QueryFeatures,
+    positives: np.ndarray,
+    items: DeviceItemTables,
+    profiles: torch.Tensor,
+    item_counts: np.ndarray,
+    settings: TrainerSettings,
+    device: str,
+    epochs: int,
+    checkpoint: Checkpointer,
+    frozen_item_embeddings: torch.Tensor | None = None,
+    stage: str = "retrieval",
+) -> LoopStats:
+    """In-batch softmax over (query, positive item) pairs.
+
+    With ``frozen_item_embeddings`` (Float[n_items + 1, D], fine-tuning) only the query tower learns.
+    """
+    if len(features) < 2:
+        raise DataError("fewer than two retrieval examples in the training window")
+    model.to(device).train()
+    params = model.query_tower.parameters() if frozen_item_embeddings is not None else model.parameters()
+    optimizer = torch.optim.Adam(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    stats = LoopStats(stage)
+    start_epoch = checkpoint.restore(stage, model, optimizer)
+    stats.resumed_from_epoch = start_epoch
+    query = DeviceQuery.of(features, device)
+    pos = torch.as_tensor(positives, device=device)
+    freq = np.maximum(item_counts.astype(np.float64), 1.0)
+    log_q = torch.as_tensor(np.log(freq / freq.sum()), dtype=torch.float32, device=device)
+    generator = torch.Generator().manual_seed(settings.seed)
+    for epoch in range(epochs):
+        batches = _batches(len(features), settings.batch_size, generator, settings.max_examples_per_epoch, device)
+        if epoch < start_epoch:
+            continue  # the generator still advances, so a resumed run sees the same order
+        began, total, steps = time.perf_counter(), 0.0, 0
+        bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{epochs}", disable=not settings.progress, leave=False)
+        for rows in bar:
+            if len(rows) < 2:
+                continue
+            user, recent, context = query.take(rows)
+            user, profile, recent = mask_query_inputs(
+                user,
+                profiles[user],
+                recent,
+                settings.mask_user_prob,
+                settings.mask_profile_prob,
+                settings.mask_recent_prob,
+                generator,
+            )
+            q = model.query_tower(user, profile, recent, context)
+            item = pos[rows]
+            if frozen_item_embeddings is None:
+                keep = torch.rand(len(rows), generator=generator).to(device) >= settings.mask_item_id_prob
+                vec = model.item_tower(item * keep, items.category_idx[item], items.text[item], items.image[item])
+            else:
+                vec = frozen_item_embeddings[item]
+            loss = in_batch_softmax_loss(q, vec, item, log_q[item], settings.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+            stats.examples_seen += len(rows)
+            if steps % 20 == 0:
+                bar.set_postfix(loss=f"{total / steps:.4f}")
+        if device == "cuda":
+            torch.cuda.synchronize()
+        stats.seconds += time.perf_counter() - began
+        stats.epoch_losses.append(total / max(steps, 1))
+        stats.epochs += 1
+        checkpoint.save(stage, epoch + 1, model, optimizer)
+    model.eval()
+    return stats
+
+
+def train_ranker(
+    model: DLRMRanker,
+    features: QueryFeatures,
+    first_items: np.ndarray,
+    first_labels: np.ndarray,
+    items: DeviceItemTables,
+    profiles: torch.Tensor,
+    negative_weights: np.ndarray,
+    settings: TrainerSettings,
+    device: str,
+    epochs: int,
+    checkpoint: Checkpointer,
+    stage: str = "ranker",
+) -> LoopStats:
+    """BCE over N = 1 + ranker_negatives candidates per example: the event's item (label 1 for a positive,
+    0 for an impressed negative) plus items sampled from ``negative_weights`` (Float[n_items + 1]) as 0."""
+    if len(features) == 0 or features.counts is None:
+        raise DataError("no ranker examples in the training window")
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    stats = LoopStats(stage)
+    start_epoch = checkpoint.restore(stage, model, optimizer)
+    stats.resumed_from_epoch = start_epoch
+    query = DeviceQuery.of(features, device)
+    counts = torch.as_tensor(features.counts, device=device)
+    first = torch.as_tensor(first_items, device=device)
+    labels0 = torch.as_tensor(first_labels, dtype=torch.float32, device=device)
+    weights = torch.as_tensor(negative_weights, dtype=torch.float32, device=device)
+    n_neg = settings.ranker_negatives
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    neg_generator = torch.Generator(device=device).manual_seed(settings.seed + 2)
+    loss_fn = nn.BCEWithLogitsLoss()
+    for epoch in range(epochs):
+        batches = _batches(len(features), settings.batch_size, generator, settings.max_examples_per_epoch, device)
+        if epoch < start_epoch:
+            continue
+        began, total, steps = time.perf_counter(), 0.0, 0
+        bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{epochs}", disable=not settings.progress, leave=False)
+        for rows in bar:
+            user, recent, context = query.take(rows)
+            negatives = torch.multinomial(weights, len(rows) * n_neg, replacement=True, generator=neg_generator)
+            cand = torch.cat([first[rows].unsqueeze(1), negatives.view(len(rows), n_neg)], dim=1)
+            target = torch.zeros(cand.shape, device=device)
+            target[:, 0] = labels0[rows]
+            logits = model(
+                user,
+                profiles[user],
+                recent,
+                context,
+                counts[rows],
+                cand,
+                items.category_idx[cand],
+                items.dense[cand],
+                items.text[cand],
+                items.image[cand],
+            )
+            loss = loss_fn(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+            stats.examples_seen += len(rows)
+            if steps % 20 == 0:
+                bar.set_postfix(loss=f"{total / steps:.4f}")
+        if device == "cuda":
+            torch.cuda.synchronize()
+        stats.seconds += time.perf_counter() - began
+        stats.epoch_losses.append(total / max(steps, 1))
+        stats.epochs += 1
+        checkpoint.save(stage, epoch + 1, model, optimizer)
+    model.eval()
+    return stats
