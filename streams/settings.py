@@ -1,0 +1,105 @@
+"""Settings of the streaming worker (env prefix ``STREAMREC_STREAMS_``).
+
+Topic names default to the shared :class:`streamrec.settings.KafkaSettings` ones; tests and side-by-side
+deployments override them (and ``app_id``) so that several workers never share state by accident.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from streamrec.settings import ComponentSettings, KafkaSettings
+
+#: The repository's Feast feature repository (an editable install runs from the checkout).
+DEFAULT_FEATURE_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
+
+
+class StreamsSettings(ComponentSettings):
+    """Faust worker: topics, batching, idempotence window, Feast push, recommendation refresh, metrics."""
+
+    section: ClassVar[str] = "streams"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_STREAMS_")
+
+    app_id: str = Field(
+        "streamrec-worker",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Faust app id = Kafka consumer group; also prefixes internal topics (changelogs, by-item).",
+    )
+    interactions_topic: str | None = Field(None, description="Source topic; unset: STREAMREC_KAFKA_INTERACTIONS_TOPIC.")
+    recommendations_topic: str | None = Field(
+        None, description="Where refreshed recommendations go; unset: STREAMREC_KAFKA_RECOMMENDATIONS_TOPIC."
+    )
+    dlq_topic: str | None = Field(None, description="Dead-letter topic; unset: STREAMREC_KAFKA_DLQ_TOPIC.")
+    by_item_topic: str | None = Field(
+        None, description="Internal topic repartitioning events by item id; unset: '<app_id>-by-item'."
+    )
+    web_host: str = Field("127.0.0.1", description="Bind address of the worker's web server (/metrics).")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server (/metrics).")
+    data_dir: Path = Field(Path(".streamrec/faust"), description="Faust's data directory (one folder per app id).")
+    batch_max_events: int = Field(1000, ge=1, description="Largest batch taken from the stream at once.")
+    batch_within_ms: int = Field(
+        20, ge=1, description="Longest wait for a batch to fill; bounds the latency a batch adds."
+    )
+    commit_interval_s: float = Field(1.0, gt=0, description="How often processed offsets are committed.")
+    dedupe_max_events: int = Field(
+        1000, ge=1, description="Event ids remembered per user for de-duplication (most recent kept)."
+    )
+    dedupe_window_s: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        description="Event ids older than this (event time, before the user's latest event) are forgotten.",
+    )
+    catalog_path: Path | None = Field(
+        None,
+        description="items.parquet mapping item -> category; unset: <archive_root>/items.parquet if present.",
+    )
+    feast_enabled: bool = Field(True, description="Push streaming features to the Feast online store.")
+    feast_repo: Path = Field(DEFAULT_FEATURE_REPO, description="Feast feature repository (feature_store.yaml).")
+    feast_project: str = Field(
+        "streamrec", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$", description="Feast project (namespaces online rows)."
+    )
+    feast_registry: Path = Field(
+        Path(".streamrec/feast/registry.db"), description="Feast registry file written by 'streamrec features apply'."
+    )
+    feast_flush_ms: int = Field(100, ge=1, description="Longest a feature row waits before it is pushed.")
+    feast_flush_rows: int = Field(500, ge=1, description="Rows per push call; a full buffer is pushed at once.")
+    feast_max_pending_events: int = Field(
+        50_000, ge=1, description="Processed events whose feature push is pending before the stream waits."
+    )
+    recs_enabled: bool = Field(True, description="Publish refreshed recommendations for users with new events.")
+    recs_debounce_ms: int = Field(2000, ge=0, description="At most one refresh per user per this interval.")
+    recs_k: int = Field(10, ge=1, le=100, description="Items per recommendation message.")
+    recs_source: Literal["auto", "popularity", "pipeline"] = Field(
+        "auto",
+        description="pipeline: serving's Triton client; popularity: the fallback; auto: pipeline when installed.",
+    )
+    recs_concurrency: int = Field(8, ge=1, description="Recommendation requests in flight at once.")
+    popularity_candidates: int = Field(
+        200, ge=1, description="Most popular items the popularity fallback filters against the Bloom filter."
+    )
+    lag_interval_s: float = Field(1.0, gt=0, description="How often the consumer-lag gauges are refreshed.")
+    retry_max_backoff_s: float = Field(5.0, gt=0, description="Longest wait between retries of a failing store.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Worker log level.")
+
+    def interactions(self, kafka: KafkaSettings) -> str:
+        return self.interactions_topic or kafka.interactions_topic
+
+    def recommendations(self, kafka: KafkaSettings) -> str:
+        return self.recommendations_topic or kafka.recommendations_topic
+
+    def dlq(self, kafka: KafkaSettings) -> str:
+        return self.dlq_topic or kafka.dlq_topic
+
+    @property
+    def by_item(self) -> str:
+        return self.by_item_topic or f"{self.app_id}-by-item"
+
+    @property
+    def popularity_key(self) -> str:
+        # One sorted set per app id, so test workers and side-by-side deployments do not mix.
+        return f"{self.app_id}:popular"
