@@ -1,0 +1,508 @@
+"""Offline validation of k8s/ and keda/: CRD schemas (with CEL rules), structure, settings, kustomize. No cluster.
+
+The vendored CRDs are looked up in ``<repo>/../shared/crds`` (override: ``STREAMREC_CRDS_DIR``); schema tests skip
+when they are absent. Rendering overlays needs ``kustomize`` or ``kubectl``; those tests skip without either.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from tests.k8s import cel
+from tests.k8s.validator import (
+    CORE_KINDS,
+    GPU,
+    KUSTOMIZATION_NAMES,
+    REPO,
+    Bundle,
+    CrdRegistry,
+    Doc,
+    check_bundle,
+    check_kafka,
+    check_karpenter,
+    check_kustomization,
+    check_pods,
+    check_scaled_objects,
+    check_services,
+    check_settings_consistency,
+    crds_dir,
+    env_var_problem,
+    kustomizations,
+    kustomize_command,
+    load_docs,
+    openapi_to_jsonschema,
+    parse_quantity,
+    pod_template,
+    referenced_files,
+    render,
+    yaml_files,
+)
+
+RENDERED = {
+    "local": ["k8s/overlays/local"],
+    # The GPU overlay is applied together with the cluster-scoped Karpenter pools it relies on.
+    "gpu": ["k8s/overlays/gpu", "keda/karpenter"],
+}
+
+
+def _fmt(errors: list[str]) -> str:
+    return "\n".join(errors)
+
+
+@pytest.fixture(scope="session")
+def registry() -> CrdRegistry:
+    directory = crds_dir()
+    if not directory.is_dir():
+        pytest.skip(f"vendored CRDs not found at {directory} (set STREAMREC_CRDS_DIR): schema validation skipped")
+    return CrdRegistry(directory)
+
+
+@pytest.fixture(scope="session")
+def optional_registry() -> CrdRegistry | None:
+    return CrdRegistry(crds_dir()) if crds_dir().is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def roles() -> dict[Path, set[str]]:
+    return referenced_files()
+
+
+@pytest.fixture(scope="session")
+def resource_docs(roles: dict[Path, set[str]]) -> list[Doc]:
+    """Every document of every file a kustomization lists as a resource (base, keda, karpenter)."""
+    return [d for f in yaml_files() if "resource" in roles.get(f.resolve(), set()) for d in load_docs(f)]
+
+
+@pytest.fixture(scope="session")
+def patch_docs(roles: dict[Path, set[str]]) -> list[Doc]:
+    return [d for f in yaml_files() if "patch" in roles.get(f.resolve(), set()) for d in load_docs(f)]
+
+
+@pytest.fixture
+def source_bundle(resource_docs: list[Doc], optional_registry: CrdRegistry | None) -> Bundle:
+    return Bundle(copy.deepcopy(resource_docs), optional_registry)
+
+
+_RENDER_CACHE: dict[str, list[Doc]] = {}
+
+
+def _rendered(name: str) -> list[Doc]:
+    if kustomize_command() is None:
+        pytest.skip("neither kustomize nor kubectl is installed: overlays not rendered")
+    if name not in _RENDER_CACHE:
+        _RENDER_CACHE[name] = [d for path in RENDERED[name] for d in render(REPO / path)]
+    return _RENDER_CACHE[name]
+
+
+def _replace(bundle: Bundle, kind: str, name: str, obj: dict) -> None:
+    for i, d in enumerate(bundle.docs):
+        if d.kind == kind and d.name == name:
+            bundle.docs[i] = Doc(obj, d.source)
+            return
+    raise AssertionError(f"{kind}/{name} not in bundle")
+
+
+def _obj(bundle: Bundle, kind: str, name: str) -> dict:
+    doc = bundle.get(kind, name)
+    assert doc is not None, f"{kind}/{name} missing"
+    return copy.deepcopy(doc.obj)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files and kustomizations
+
+
+def test_every_yaml_file_parses_and_is_used_by_a_kustomization(roles: dict[Path, set[str]]) -> None:
+    files = yaml_files()
+    assert files, "no manifests found"
+    orphans = []
+    for f in files:
+        load_docs(f)  # raises on YAML errors
+        if f.name not in KUSTOMIZATION_NAMES and f.resolve() not in roles:
+            orphans.append(str(f.relative_to(REPO)))
+    assert not orphans, f"YAML files no kustomization uses: {orphans}"
+
+
+@pytest.mark.parametrize("path", kustomizations(), ids=lambda p: str(p.parent.relative_to(REPO)))
+def test_kustomization_references_exist(path: Path) -> None:
+    assert not (errors := check_kustomization(path)), _fmt(errors)
+
+
+def test_expected_kustomizations_exist() -> None:
+    dirs = {str(p.parent.relative_to(REPO)) for p in kustomizations()}
+    assert {"k8s/base", "k8s/overlays/local", "k8s/overlays/gpu", "keda", "keda/karpenter"} <= dirs
+
+
+def test_kustomization_check_rejects_missing_and_remote_references(tmp_path: Path) -> None:
+    (tmp_path / "present.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    (tmp_path / "emptydir").mkdir()
+    k = tmp_path / "kustomization.yaml"
+    k.write_text(
+        "resources:\n  - present.yaml\n  - missing.yaml\n  - emptydir\n"
+        "  - https://github.com/example/repo//config?ref=v1\npatches:\n  - path: nope.yaml\n"
+    )
+    errors = _fmt(check_kustomization(k))
+    assert "'missing.yaml' does not exist" in errors
+    assert "'nope.yaml' does not exist" in errors
+    assert "'emptydir' is a directory without a kustomization" in errors
+    assert "remote reference" in errors
+    assert "present.yaml" not in errors
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CRD schemas
+
+
+def test_custom_resources_match_vendored_crds(registry: CrdRegistry, resource_docs: list[Doc]) -> None:
+    custom = [d for d in resource_docs if (d.api_version, d.kind) not in CORE_KINDS]
+    kinds = {d.kind for d in custom}
+    assert {
+        "Kafka",
+        "KafkaNodePool",
+        "KafkaTopic",
+        "ScaledObject",
+        "TriggerAuthentication",
+        "NodePool",
+        "EC2NodeClass",
+        "ServiceMonitor",
+        "PodMonitor",
+    } <= kinds
+    errors = [e for d in custom for e in registry.validate(d)]
+    assert not errors, _fmt(errors)
+
+
+def test_patches_match_vendored_crds_and_target_existing_objects(
+    registry: CrdRegistry, patch_docs: list[Doc], resource_docs: list[Doc]
+) -> None:
+    assert patch_docs
+    errors = []
+    existing = {(d.kind, d.name) for d in resource_docs}
+    for d in patch_docs:
+        if (d.kind, d.name) not in existing:
+            errors.append(f"{d.where}: patches an object no resource defines")
+        if (d.api_version, d.kind) not in CORE_KINDS:
+            errors += registry.validate(d, partial=True)
+    assert not errors, _fmt(errors)
+
+
+def test_strimzi_resources_use_v1(resource_docs: list[Doc]) -> None:
+    strimzi = [d for d in resource_docs if d.group == "kafka.strimzi.io"]
+    assert strimzi and all(d.api_version == "kafka.strimzi.io/v1" for d in strimzi)
+
+
+def test_every_cel_rule_of_the_vendored_crds_is_evaluable(registry: CrdRegistry) -> None:
+    rules: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            rules.update(r["rule"] for r in node.get("x-kubernetes-validations") or [])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for crd in registry.versions.values():
+        walk(crd.schema)
+    assert len(rules) > 20
+    unsupported = []
+    for rule in rules:
+        if not cel.is_transition_rule(rule):
+            try:
+                cel.compile_rule(rule)
+            except cel.CelUnsupported as exc:
+                unsupported.append(f"{rule}: {exc}")
+    assert not unsupported, _fmt(unsupported)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Structure of the sources and of the rendered overlays
+
+
+def test_source_manifests_are_consistent(source_bundle: Bundle) -> None:
+    errors = check_bundle(source_bundle, rendered=False)
+    assert not errors, _fmt(errors)
+
+
+@pytest.mark.parametrize("name", sorted(RENDERED))
+def test_rendered_overlay_is_consistent(name: str, optional_registry: CrdRegistry | None) -> None:
+    bundle = Bundle(_rendered(name), optional_registry)
+    errors = check_bundle(bundle, rendered=True)
+    assert not errors, _fmt(errors)
+
+
+def test_local_overlay_is_cpu_only_and_single_broker() -> None:
+    bundle = Bundle(_rendered("local"))
+    for pod in bundle.pods():
+        for c in pod.containers():
+            res = c.get("resources") or {}
+            assert GPU not in (res.get("limits") or {}) and GPU not in (res.get("requests") or {}), pod.doc.where
+    assert not bundle.of("ScaledObject") and not bundle.of("NodePool")
+    assert bundle.brokers("streamrec") == 1
+    assert all(t.obj["spec"]["replicas"] == 1 for t in bundle.of("KafkaTopic"))
+
+
+def test_gpu_overlay_wires_gpus_and_autoscaling() -> None:
+    bundle = Bundle(_rendered("gpu"))
+    for kind, name in (("Deployment", "triton"), ("CronJob", "trainer-finetune")):
+        doc = bundle.get(kind, name)
+        assert doc is not None
+        pod = pod_template(doc)
+        assert pod is not None
+        gpus = [c["resources"]["limits"].get(GPU) for c in pod.containers()]
+        assert gpus == ["1"], f"{name}: {gpus}"
+    scaled = {d.obj["spec"]["scaleTargetRef"]["name"]: d.obj["spec"] for d in bundle.of("ScaledObject")}
+    assert set(scaled) == {"worker", "archiver", "triton", "api"}
+    for target, group in (("worker", "streamrec-worker"), ("archiver", "streamrec-archiver")):
+        (trigger,) = scaled[target]["triggers"]
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["consumerGroup"] == group
+        assert trigger["metadata"]["topic"] == "interactions"
+        assert 1 <= scaled[target]["minReplicaCount"] <= scaled[target]["maxReplicaCount"] <= 6
+    triton_queries = [t["metadata"]["query"] for t in scaled["triton"]["triggers"] if t["type"] == "prometheus"]
+    assert any("nv_inference_request_success" in q for q in triton_queries)
+    assert {t["type"] for t in scaled["api"]["triggers"]} <= {"cpu", "prometheus"}
+    pools = {d.name: d.obj["spec"] for d in bundle.of("NodePool")}
+    assert GPU in pools["gpu"]["limits"] and GPU not in pools["cpu"].get("limits", {})
+    pvcs = {d.name: d.obj["spec"]["accessModes"] for d in bundle.of("PersistentVolumeClaim")}
+    assert pvcs == {"streamrec-data": ["ReadWriteMany"], "streamrec-models": ["ReadWriteMany"]}
+
+
+def test_topics_match_kafka_settings_defaults(resource_docs: list[Doc]) -> None:
+    from streamrec.settings import KafkaSettings
+
+    fields = KafkaSettings.model_fields
+    expected = {
+        fields[f"{role}_topic"].default: fields[f"{role}_partitions"].default
+        for role in ("interactions", "recommendations", "dlq")
+    }
+    topics = {
+        (d.obj["spec"].get("topicName") or d.name): d.obj["spec"]["partitions"]
+        for d in resource_docs
+        if d.kind == "KafkaTopic"
+    }
+    assert topics == expected
+
+
+def test_consumer_groups_match_the_worker_settings(resource_docs: list[Doc]) -> None:
+    """The worker's Faust app id is the consumer group KEDA watches."""
+    worker = next(d for d in resource_docs if d.kind == "Deployment" and d.name == "worker")
+    env = {e["name"]: e.get("value") for e in worker.obj["spec"]["template"]["spec"]["containers"][0]["env"]}
+    so = next(d for d in resource_docs if d.kind == "ScaledObject" and d.name == "worker")
+    assert env["STREAMREC_STREAMS_APP_ID"] == so.obj["spec"]["triggers"][0]["metadata"]["consumerGroup"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings variables
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("STREAMREC_KAFKA_INTERACTIONS_PARTITIONS", True),
+        ("STREAMREC_PATHS_ARCHIVE_ROOT", True),
+        ("STREAMREC_TRITON_GRPC_URL", True),
+        ("STREAMREC_STREAMS_ANYTHING", True),
+        ("STREAMREC_API_KEYS", True),
+        ("STREAMREC_TRAINER_DEVICE", True),
+        ("KAFKA_BOOTSTRAP_SERVERS", True),
+        ("STREAMREC_KAFKA_BOOTSTRAP_SERVER", False),
+        ("STREAMREC_REDIS_PASSWORD", False),
+        ("STREAMREC_FEAST_REPO", False),
+    ],
+)
+def test_env_var_names_are_checked_against_core_settings(name: str, ok: bool) -> None:
+    assert (env_var_problem(name) is None) is ok
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Negative tests: the validator must reject broken manifests
+
+
+def test_broken_scaled_object_is_rejected(registry: CrdRegistry, source_bundle: Bundle) -> None:
+    so = _obj(source_bundle, "ScaledObject", "worker")
+    so["spec"]["maxReplicaCount"] = 12  # > 6 partitions of "interactions"
+    so["spec"]["minReplicaCount"] = 13  # > max: the CRD's CEL rule
+    so["spec"]["pollingIntervall"] = 15  # typo: unknown field
+    so["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 100  # must be a string
+    schema_errors = _fmt(registry.validate(Doc(so, "broken")))
+    assert "minReplicaCount must be less than or equal to maxReplicaCount" in schema_errors
+    assert "'pollingIntervall' was unexpected" in schema_errors
+    assert "lagThreshold: 100 is not of type 'string'" in schema_errors
+
+    so2 = _obj(source_bundle, "ScaledObject", "worker")
+    so2["spec"]["maxReplicaCount"] = 12
+    _replace(source_bundle, "ScaledObject", "worker", so2)
+    assert "maxReplicaCount 12 exceeds the 6 partitions of 'interactions'" in _fmt(
+        check_scaled_objects(source_bundle, rendered=False)
+    )
+    so3 = _obj(source_bundle, "ScaledObject", "archiver")
+    so3["spec"]["scaleTargetRef"]["name"] = "archivr"
+    so3["spec"]["triggers"][0]["metadata"]["topic"] = "interaction"
+    so3["spec"]["triggers"][0]["metadata"]["bootstrapServers"] = "streamrec-kafka-bootstrap:9092"  # plain, tls on
+    _replace(source_bundle, "ScaledObject", "archiver", so3)
+    errors = _fmt(check_scaled_objects(source_bundle, rendered=False))
+    assert "scaleTargetRef Deployment/archivr names no Deployment" in errors
+    assert "topic 'interaction' is not defined by a KafkaTopic" in errors
+    assert "tls='enable' but listener 'plain' tls=False" in errors
+    assert check_bundle(source_bundle, rendered=False)
+
+
+def test_scaled_object_without_required_fields_is_rejected(registry: CrdRegistry) -> None:
+    broken = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "x"},
+        "spec": {"minReplicaCount": "1"},
+    }
+    errors = _fmt(registry.validate(Doc(broken, "broken")))
+    assert "'scaleTargetRef' is a required property" in errors
+    assert "'triggers' is a required property" in errors
+    assert "'1' is not of type 'integer'" in errors
+
+
+def test_broken_nodepool_is_rejected(registry: CrdRegistry, source_bundle: Bundle) -> None:
+    np = _obj(source_bundle, "NodePool", "gpu")
+    reqs = np["spec"]["template"]["spec"]["requirements"]
+    reqs[0]["operator"] = "Within"  # not an operator
+    reqs[1]["values"] = []  # "In" with no values: CEL rule
+    np["spec"]["template"]["metadata"]["labels"]["karpenter.sh/team"] = "x"  # restricted label domain: CEL
+    np["spec"]["disruption"]["consolidationPolicy"] = "Sometimes"
+    del np["spec"]["template"]["spec"]["nodeClassRef"]
+    errors = _fmt(registry.validate(Doc(np, "broken")))
+    assert "'Within' is not one of" in errors
+    assert "requirements with operator 'In' must have a value defined" in errors
+    assert 'label domain "karpenter.sh" is restricted' in errors
+    assert "'Sometimes' is not one of" in errors
+    assert "'nodeClassRef' is a required property" in errors
+
+    # Schema-valid but wrong for streamrec: GPU pool without its taint, other families, a missing node class.
+    np2 = _obj(source_bundle, "NodePool", "gpu")
+    np2["spec"]["template"]["spec"]["taints"] = []
+    np2["spec"]["template"]["spec"]["requirements"][0]["values"] = ["g5"]
+    np2["spec"]["template"]["spec"]["nodeClassRef"]["name"] = "gpu-typo"
+    assert not registry.validate(Doc(np2, "schema-valid"))
+    _replace(source_bundle, "NodePool", "gpu", np2)
+    errors = _fmt(check_karpenter(source_bundle))
+    assert f"must taint its nodes {GPU}:NoSchedule" in errors
+    assert "instance families do not include p5*" in errors
+    assert "EC2NodeClass 'gpu-typo', which is not defined" in errors
+
+
+def test_gpu_pod_without_a_fitting_nodepool_is_rejected(source_bundle: Bundle) -> None:
+    triton = _obj(source_bundle, "Deployment", "triton")
+    triton["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"][GPU] = "1"
+    triton["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"][GPU] = "1"
+    _replace(source_bundle, "Deployment", "triton", triton)
+    # No toleration for the GPU pool's taint: nothing can take the pod.
+    assert "no NodePool with GPU limits can take it" in _fmt(check_karpenter(source_bundle))
+    triton["spec"]["template"]["spec"]["tolerations"] = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
+    triton["spec"]["template"]["spec"]["nodeSelector"] = {"streamrec.io/node-class": "gpu"}
+    _replace(source_bundle, "Deployment", "triton", triton)
+    assert not check_karpenter(source_bundle)
+
+
+def test_broken_workloads_are_rejected(source_bundle: Bundle) -> None:
+    api = _obj(source_bundle, "Deployment", "api")
+    c = api["spec"]["template"]["spec"]["containers"][0]
+    del c["readinessProbe"]
+    del c["resources"]["limits"]
+    c["securityContext"]["readOnlyRootFilesystem"] = False
+    c["image"] = "ghcr.io/streamrec/streamrec:latest"
+    c["env"].append({"name": "STREAMREC_KAFKA_BOOTSTRAP_SERVER", "value": "x:1"})
+    c["env"].append({"name": "URL", "value": "http://$(UNDEFINED_VAR)/"})
+    api["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] = "api-v2"
+    _replace(source_bundle, "Deployment", "api", api)
+    errors = _fmt(check_pods(source_bundle) + check_services(source_bundle))
+    assert "readinessProbe is missing" in errors
+    assert "resources.limits.cpu is missing" in errors
+    assert "readOnlyRootFilesystem must be true" in errors
+    assert "must be pinned to a tag or digest" in errors
+    assert "STREAMREC_KAFKA_BOOTSTRAP_SERVER is not a field" in errors
+    assert "references $(UNDEFINED_VAR)" in errors
+    assert "spec.selector does not match the pod template labels" in errors
+    assert "Service/api" in errors and "matches no pod template" in errors
+
+
+def test_topic_and_settings_mismatches_are_rejected(source_bundle: Bundle) -> None:
+    topic = _obj(source_bundle, "KafkaTopic", "interactions")
+    topic["spec"]["partitions"] = 4
+    topic["spec"]["replicas"] = 5
+    _replace(source_bundle, "KafkaTopic", "interactions", topic)
+    cm = _obj(source_bundle, "ConfigMap", "streamrec-config")
+    cm["data"]["STREAMREC_BLOOM_CAPACITYY"] = "10"
+    _replace(source_bundle, "ConfigMap", "streamrec-config", cm)
+    errors = _fmt(check_settings_consistency(source_bundle) + check_kafka(source_bundle))
+    assert "STREAMREC_KAFKA_INTERACTIONS_PARTITIONS=6 but KafkaTopic 'interactions' has 4" in errors
+    assert "replicas 5 exceeds the 3 broker(s)" in errors
+    assert "STREAMREC_BLOOM_CAPACITYY is not a field" in errors
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The converter and the CEL evaluator themselves
+
+
+def test_openapi_conversion_handles_kubernetes_extensions() -> None:
+    import jsonschema
+
+    schema = openapi_to_jsonschema(
+        {
+            "type": "object",
+            "required": ["port"],
+            "properties": {
+                "port": {"x-kubernetes-int-or-string": True},
+                "maybe": {"type": "string", "nullable": True},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                "strict": {"type": "object", "properties": {"a": {"type": "integer", "format": "int32"}}},
+                "tags": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+            },
+        }
+    )
+    ok = {"port": "http", "maybe": None, "free": {"anything": [1]}, "strict": {"a": 1}, "tags": ["x"]}
+    jsonschema.validate(ok, schema)
+    for bad in (
+        {"port": 1.5},
+        {"port": 1, "strict": {"b": 1}},
+        {"port": 1, "extra": 1},
+        {"port": 1, "tags": ["x", "x"]},
+        {"port": 1, "maybe": 3},
+        {},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+    partial = openapi_to_jsonschema({"type": "object", "required": ["port"], "properties": {"port": {}}}, partial=True)
+    jsonschema.validate({}, partial)
+
+
+@pytest.mark.parametrize(
+    ("rule", "value", "expected"),
+    [
+        (
+            "self.minReplicaCount <= (has(self.maxReplicaCount) ? self.maxReplicaCount : 100)",
+            {"minReplicaCount": 3},
+            True,
+        ),
+        ("!has(self.a) || self.a <= self.b", {"a": 7, "b": 6}, False),
+        ("self.all(x, x.operator == 'In' ? x.values.size() != 0 : true)", [{"operator": "In", "values": []}], False),
+        ("self.all(k, k != '' && self[k] != '')", {"a": "b"}, True),
+        ("self.split('@')[0] in ['al2023', 'bottlerocket']", "al2023@latest", True),
+        ("self.matches('^[a-zA-Z0-9]+@.+$')", "al2023", False),
+        ("self.filter(x, has(x.root) ? x.root == true : false).size() <= 1", [{"root": True}, {"root": True}], False),
+        ("!self.find('^([^/]+)').endsWith('karpenter.sh')", "karpenter.sh/x", False),
+        ("self.missing == 1 || true", {}, True),
+        ("self.missing == 1", {}, False),
+        ("int(self.values[0]) >= 0", {"values": ["5"]}, True),
+    ],
+)
+def test_cel_subset(rule: str, value: object, expected: bool) -> None:
+    assert cel.evaluate(rule, value) is expected
+
+
+def test_quantities() -> None:
+    assert parse_quantity("500m") < parse_quantity("1") < parse_quantity("1Ki")
+    assert parse_quantity("4Gi") == 4 * 2**30
+    with pytest.raises(ValueError):
+        parse_quantity("4 GB")
