@@ -92,7 +92,7 @@ class IndexInfo(_Strict):
 
 
 class ExportMetadata(_Strict):
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[1] = 1
     version: str
     created_at: str
     kind: Literal["full", "finetune"]

@@ -24,10 +24,16 @@ class TrainerSettings(ComponentSettings):
     num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default.")
     embedding_dim: int = Field(64, ge=8, description="Output dimension D of both towers (retrieval space).")
     id_dim: int = Field(64, ge=4, description="Width of the id / category embedding tables.")
-    retrieval_epochs: int = Field(8, ge=1, description="Epochs of the Two-Tower model in a full training.")
+    retrieval_epochs: int = Field(
+        10, ge=1, description="Most epochs of the Two-Tower model in a full training (early stopping may stop it)."
+    )
+    validation_fraction: float = Field(
+        0.05, ge=0, lt=0.5, description="Newest share of retrieval examples held out for early stopping."
+    )
+    patience: int = Field(1, ge=1, description="Epochs without a better validation loss before stopping.")
     ranker_epochs: int = Field(3, ge=1, description="Epochs of the DLRM ranker in a full training.")
     batch_size: int = Field(1024, ge=16, description="Examples per step (also the in-batch negatives count).")
-    learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate.")
+    learning_rate: float = Field(1e-2, gt=0, description="Adam learning rate.")
     weight_decay: float = Field(1e-6, ge=0, description="Adam weight decay of dense layers.")
     temperature: float = Field(0.05, gt=0, description="Softmax temperature of the in-batch retrieval loss.")
     max_examples_per_epoch: int = Field(
@@ -40,6 +46,9 @@ class TrainerSettings(ComponentSettings):
         0.2, ge=0, le=1, description="Training drop rate of the item id, so content alone embeds new items."
     )
     ranker_negatives: int = Field(4, ge=1, description="Negatives per positive for the ranker (N = 1 + this).")
+    ranker_negative_power: float = Field(
+        0.0, ge=0, le=1, description="Random negatives ~ popularity ** this (0 = uniform, unbiased for ranking)."
+    )
     text_model: str = Field(
         "", description="Sentence-transformers model path; empty uses the bundled all-MiniLM-L6-v2."
     )

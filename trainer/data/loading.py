@@ -186,8 +186,8 @@ def read_user_table(
             users = pd.DataFrame({"user_id": pd.Series([], dtype=str)})
         else:
             raise
-    fields = profile_fields if profile_fields is not None else sorted(
-        c for c in users.columns if c.startswith("profile_")
+    fields = (
+        profile_fields if profile_fields is not None else sorted(c for c in users.columns if c.startswith("profile_"))
     )
     missing = [f for f in fields if f not in users.columns]
     if missing and len(users):
@@ -249,6 +249,7 @@ def load_dataset(
     )
     if len(events) == 0:
         raise DataError(f"no usable events under {root}: none refers to an item of the catalog")
+    positive_types = info.get("positive_event_types", DEFAULT_POSITIVE_TYPES)
     return Dataset(
         name=str(info.get("name", root.name)),
         root=root,
@@ -257,6 +258,8 @@ def load_dataset(
         users=user_table,
         events=events,
         dropped_events=int((~keep).sum()),
-        positive_types=tuple(info.get("positive_event_types", DEFAULT_POSITIVE_TYPES)),
-        retrieval_types=tuple(info.get("retrieval_event_types", info.get("positive_event_types", DEFAULT_POSITIVE_TYPES))),
+        positive_types=tuple(positive_types),
+        retrieval_types=tuple(
+            info.get("retrieval_event_types", info.get("positive_event_types", DEFAULT_POSITIVE_TYPES))
+        ),
     )

@@ -111,10 +111,12 @@ def encode_images(images: list[bytes | None], settings: TrainerSettings) -> np.n
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         device = torch_device(settings.device)
         try:
-            model = CLIPModel.from_pretrained(model_name).to(device).eval()
+            model = CLIPModel.from_pretrained(model_name).eval().to(device)  # type: ignore[arg-type]
             processor = CLIPImageProcessor.from_pretrained(model_name)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load CLIP model {model_name}: {exc}", source="STREAMREC_TRAINER_CLIP_MODEL") from None
+            raise ConfigError(
+                f"cannot load CLIP model {model_name}: {exc}", source="STREAMREC_TRAINER_CLIP_MODEL"
+            ) from None
         width = int(model.config.projection_dim)
         out = np.zeros((len(images), width), dtype=np.float32)
         rows = [i for i, img in enumerate(images) if img is not None]
@@ -155,7 +157,9 @@ def pca_reduce(values: np.ndarray, dims: int, seed: int) -> np.ndarray:
     return out
 
 
-def build_content_embeddings(texts: list[str], images: list[bytes | None], settings: TrainerSettings) -> ContentEmbeddings:
+def build_content_embeddings(
+    texts: list[str], images: list[bytes | None], settings: TrainerSettings
+) -> ContentEmbeddings:
     notes: list[str] = []
     raw_text, text_name = encode_texts(texts, settings)
     text = pca_reduce(raw_text, settings.text_dim, settings.seed)

@@ -15,9 +15,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def ranking_metrics(
-    recommended: np.ndarray, truth: list[np.ndarray], ks: tuple[int, ...] = KS
-) -> dict[str, float]:
+def ranking_metrics(recommended: np.ndarray, truth: list[np.ndarray], ks: tuple[int, ...] = KS) -> dict[str, float]:
     """Mean Recall@K (hits / |truth|), NDCG@K (binary gains) and HR@K over users.
 
     recommended Long[B, >= max(ks)] (best first), truth: per user the relevant items (non-empty).

@@ -177,9 +177,7 @@ def metrics_of(task: EvalTask, recommended: np.ndarray) -> dict[str, float]:
     return result
 
 
-def end_to_end(
-    models: TrainedModels, task: EvalTask, retrieved: np.ndarray, depth: int = max(KS)
-) -> np.ndarray:
+def end_to_end(models: TrainedModels, task: EvalTask, retrieved: np.ndarray, depth: int = max(KS)) -> np.ndarray:
     """Rerank the retrieval candidates (seen items already excluded) with the ranker.  -> Long[B, depth]"""
     out = []
     for start in range(0, len(task), 512):

@@ -47,8 +47,14 @@ def _plot_losses(losses: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out_dir: Path, title: str, context: dict[str, Any], results: dict[str, dict[str, float]],
-                 losses: dict[str, list[float]], notes: list[str]) -> Path:
+def write_report(
+    out_dir: Path,
+    title: str,
+    context: dict[str, Any],
+    results: dict[str, dict[str, float]],
+    losses: dict[str, list[float]],
+    notes: list[str],
+) -> Path:
     """Write report.md, metrics.json and the plots into ``out_dir``; returns the report path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot_metric(results, "recall", out_dir / "recall_at_k.png")

@@ -56,7 +56,7 @@ def oracle_metrics(dataset: Dataset, task: EvalTask) -> dict[str, float] | None:
     from trainer.data.synthetic import Oracle
 
     oracle = Oracle.load(path, dataset.users.user_ids, dataset.catalog.item_ids)
-    return metrics_of(task, evaluate_scorer(task, oracle.scores))
+    return metrics_of(task, evaluate_scorer(task, lambda rows: oracle.scores(task.users[rows])))
 
 
 def run_evaluation(
@@ -84,7 +84,11 @@ def run_evaluation(
     pop = popularity_scores(train.item[train_mask], n_items)
     results["popularity"] = metrics_of(task, evaluate_scorer(task, lambda rows: np.tile(pop, (len(rows), 1))))
     bpr_model = train_bpr(
-        train.user[train_mask], train.item[train_mask], dataset.users.n_users, n_items, bpr or BPRConfig(seed=settings.seed)
+        train.user[train_mask],
+        train.item[train_mask],
+        dataset.users.n_users,
+        n_items,
+        bpr or BPRConfig(seed=settings.seed),
     )
     results["BPR-MF"] = metrics_of(task, evaluate_scorer(task, lambda rows: bpr_model.scores(task.users[rows])))
     oracle = oracle_metrics(dataset, task)

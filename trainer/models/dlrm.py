@@ -41,7 +41,9 @@ class DotInteraction(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         gram = torch.bmm(features, features.transpose(1, 2))
-        return gram[:, self.rows, self.cols]
+        rows: torch.Tensor = self.rows  # type: ignore[assignment]
+        cols: torch.Tensor = self.cols  # type: ignore[assignment]
+        return gram[:, rows, cols]
 
 
 class DLRMRanker(nn.Module):

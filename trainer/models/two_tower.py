@@ -101,7 +101,7 @@ class ItemTower(nn.Module):
         check_index_range("item_idx", item_idx, self.n_items)
         check_index_range("item_cat", item_cat, self.n_categories)
         parts = [self.item_embedding(item_idx), self.category_embedding(item_cat), item_text, item_image]
-        return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=-1)
+        return self.mlp(torch.cat(parts, dim=1))
 
 
 class TwoTower(nn.Module):

@@ -29,6 +29,8 @@ class LoopStats:
     seconds: float = 0.0
     epoch_losses: list[float] = field(default_factory=list)
     resumed_from_epoch: int = 0
+    validation_losses: list[float] = field(default_factory=list)
+    best_epoch: int = 0
 
     @property
     def samples_per_s(self) -> float:
@@ -42,6 +44,7 @@ class LoopStats:
             "samples_per_s": round(self.samples_per_s, 1),
             "final_loss": round(self.epoch_losses[-1], 5) if self.epoch_losses else None,
             "resumed_from_epoch": self.resumed_from_epoch,
+            "best_epoch": self.best_epoch or self.epochs,
         }
 
 
@@ -126,10 +129,13 @@ def train_two_tower(
     checkpoint: Checkpointer,
     frozen_item_embeddings: torch.Tensor | None = None,
     stage: str = "retrieval",
+    validation: tuple[QueryFeatures, np.ndarray] | None = None,
 ) -> LoopStats:
     """In-batch softmax over (query, positive item) pairs.
 
-    With ``frozen_item_embeddings`` (Float[n_items + 1, D], fine-tuning) only the query tower learns.
+    With ``frozen_item_embeddings`` (Float[n_items + 1, D], fine-tuning) only the query tower learns. With
+    ``validation`` (the newest examples, not trained on), training stops once the validation loss stops
+    improving and the best epoch's weights are kept: id embeddings overfit users with few events.
     """
     if len(features) < 2:
         raise DataError("fewer than two retrieval examples in the training window")
@@ -144,10 +150,13 @@ def train_two_tower(
     freq = np.maximum(item_counts.astype(np.float64), 1.0)
     log_q = torch.as_tensor(np.log(freq / freq.sum()), dtype=torch.float32, device=device)
     generator = torch.Generator().manual_seed(settings.seed)
+    best_loss, best_state, worse = float("inf"), None, 0
     for epoch in range(epochs):
         batches = _batches(len(features), settings.batch_size, generator, settings.max_examples_per_epoch, device)
         if epoch < start_epoch:
             continue  # the generator still advances, so a resumed run sees the same order
+        if worse >= settings.patience:
+            break
         began, total, steps = time.perf_counter(), 0.0, 0
         bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{epochs}", disable=not settings.progress, leave=False)
         for rows in bar:
@@ -185,8 +194,54 @@ def train_two_tower(
         stats.epoch_losses.append(total / max(steps, 1))
         stats.epochs += 1
         checkpoint.save(stage, epoch + 1, model, optimizer)
+        if validation is not None:
+            val_loss = retrieval_loss(
+                model, validation[0], validation[1], items, profiles, log_q, settings, device, frozen_item_embeddings
+            )
+            stats.validation_losses.append(val_loss)
+            if val_loss < best_loss:
+                best_loss, worse = val_loss, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                worse += 1
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        stats.best_epoch = int(np.argmin(stats.validation_losses)) + 1
     model.eval()
     return stats
+
+
+def retrieval_loss(
+    model: TwoTower,
+    features: QueryFeatures,
+    positives: np.ndarray,
+    items: DeviceItemTables,
+    profiles: torch.Tensor,
+    log_q: torch.Tensor,
+    settings: TrainerSettings,
+    device: str,
+    frozen_item_embeddings: torch.Tensor | None = None,
+) -> float:
+    """Mean in-batch softmax loss over fixed batches of held-out examples, no feature masking."""
+    model.eval()
+    query = DeviceQuery.of(features, device)
+    pos = torch.as_tensor(positives, device=device)
+    total, steps = 0.0, 0
+    with torch.no_grad():
+        for rows in torch.split(torch.arange(len(features), device=device), settings.batch_size):
+            if len(rows) < 2:
+                continue
+            user, recent, context = query.take(rows)
+            q = model.query_tower(user, profiles[user], recent, context)
+            item = pos[rows]
+            if frozen_item_embeddings is None:
+                vec = model.item_tower(item, items.category_idx[item], items.text[item], items.image[item])
+            else:
+                vec = frozen_item_embeddings[item]
+            total += float(in_batch_softmax_loss(q, vec, item, log_q[item], settings.temperature))
+            steps += 1
+    model.train()
+    return total / max(steps, 1)
 
 
 def train_ranker(
@@ -202,9 +257,12 @@ def train_ranker(
     epochs: int,
     checkpoint: Checkpointer,
     stage: str = "ranker",
+    validation: tuple[QueryFeatures, np.ndarray, np.ndarray] | None = None,
 ) -> LoopStats:
     """BCE over N = 1 + ranker_negatives candidates per example: the event's item (label 1 for a positive,
-    0 for an impressed negative) plus items sampled from ``negative_weights`` (Float[n_items + 1]) as 0."""
+    0 for an impressed negative) plus items sampled from ``negative_weights`` (Float[n_items + 1]) as 0.
+
+    With ``validation`` (features, first items, labels of the newest examples) the best epoch is kept."""
     if len(features) == 0 or features.counts is None:
         raise DataError("no ranker examples in the training window")
     model.to(device).train()
@@ -221,10 +279,26 @@ def train_ranker(
     generator = torch.Generator().manual_seed(settings.seed + 1)
     neg_generator = torch.Generator(device=device).manual_seed(settings.seed + 2)
     loss_fn = nn.BCEWithLogitsLoss()
+    best_loss, best_state, worse = float("inf"), None, 0
+    val_batches: list[tuple[torch.Tensor, ...]] = []
+    if validation is not None:
+        val_query = DeviceQuery.of(validation[0], device)
+        val_gen = torch.Generator(device=device).manual_seed(settings.seed + 3)
+        val_first = torch.as_tensor(validation[1], device=device)
+        val_labels = torch.as_tensor(validation[2], dtype=torch.float32, device=device)
+        val_counts = torch.as_tensor(validation[0].counts, device=device)
+        for rows in torch.split(torch.arange(len(validation[0]), device=device), settings.batch_size):
+            neg = torch.multinomial(weights, len(rows) * n_neg, replacement=True, generator=val_gen)
+            cand = torch.cat([val_first[rows].unsqueeze(1), neg.view(len(rows), n_neg)], dim=1)
+            target = torch.zeros(cand.shape, device=device)
+            target[:, 0] = val_labels[rows]
+            val_batches.append((*val_query.take(rows), val_counts[rows], cand, target))
     for epoch in range(epochs):
         batches = _batches(len(features), settings.batch_size, generator, settings.max_examples_per_epoch, device)
         if epoch < start_epoch:
             continue
+        if worse >= settings.patience:
+            break
         began, total, steps = time.perf_counter(), 0.0, 0
         bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{epochs}", disable=not settings.progress, leave=False)
         for rows in bar:
@@ -233,18 +307,7 @@ def train_ranker(
             cand = torch.cat([first[rows].unsqueeze(1), negatives.view(len(rows), n_neg)], dim=1)
             target = torch.zeros(cand.shape, device=device)
             target[:, 0] = labels0[rows]
-            logits = model(
-                user,
-                profiles[user],
-                recent,
-                context,
-                counts[rows],
-                cand,
-                items.category_idx[cand],
-                items.dense[cand],
-                items.text[cand],
-                items.image[cand],
-            )
+            logits = _rank(model, items, profiles, user, recent, context, counts[rows], cand)
             loss = loss_fn(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -260,5 +323,47 @@ def train_ranker(
         stats.epoch_losses.append(total / max(steps, 1))
         stats.epochs += 1
         checkpoint.save(stage, epoch + 1, model, optimizer)
+        if val_batches:
+            model.eval()
+            with torch.no_grad():
+                val_loss = sum(
+                    float(loss_fn(_rank(model, items, profiles, user, recent, context, cnt, cand), target))
+                    for user, recent, context, cnt, cand, target in val_batches
+                ) / len(val_batches)
+            model.train()
+            stats.validation_losses.append(val_loss)
+            if val_loss < best_loss:
+                best_loss, worse = val_loss, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                worse += 1
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        stats.best_epoch = int(np.argmin(stats.validation_losses)) + 1
     model.eval()
     return stats
+
+
+def _rank(
+    model: DLRMRanker,
+    items: DeviceItemTables,
+    profiles: torch.Tensor,
+    user: torch.Tensor,
+    recent: torch.Tensor,
+    context: torch.Tensor,
+    counts: torch.Tensor,
+    cand: torch.Tensor,
+) -> torch.Tensor:
+    """Ranker logits Float[B, N] for candidates Long[B, N], gathering item inputs from the tables."""
+    return model(
+        user,
+        profiles[user],
+        recent,
+        context,
+        counts,
+        cand,
+        items.category_idx[cand],
+        items.dense[cand],
+        items.text[cand],
+        items.image[cand],
+    )

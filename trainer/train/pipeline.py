@@ -147,6 +147,15 @@ def train_models(
     frozen = None
     if init is not None:
         frozen = torch.as_tensor(init.item_embeddings(), device=device)
+    validation = None
+    n_val = int(len(retrieval_local) * settings.validation_fraction)
+    if n_val >= 2 * settings.batch_size // 8:
+        val_local = retrieval_local[-n_val:]  # the newest examples: early stopping watches them
+        retrieval_local = retrieval_local[:-n_val]
+        validation = (
+            query_features_for_events(history_events, val_local, history, with_counts=False),
+            history_events.item[val_local],
+        )
     features = query_features_for_events(history_events, retrieval_local, history, with_counts=False)
     item_counts = np.bincount(history_events.item[retrieval_local], minlength=dataset.catalog.n_items + 1)
     two_tower.to(device)
@@ -162,6 +171,7 @@ def train_models(
         retrieval_epochs or settings.retrieval_epochs,
         checkpoint,
         frozen_item_embeddings=frozen,
+        validation=validation,
     )
     del features
 
@@ -170,6 +180,16 @@ def train_models(
     ranker_local = np.sort(np.concatenate([local[pos_mask], neg_local]))
     labels = np.isin(history_events.etype[ranker_local], [EVENT_TYPES.index(t) for t in dataset.positive_types])
     ranker = init.ranker if init is not None else build_ranker(dataset, content)
+    ranker_validation = None
+    n_val = int(len(ranker_local) * settings.validation_fraction)
+    if n_val >= 2 * settings.batch_size // 8:
+        val_local, val_labels = ranker_local[-n_val:], labels[-n_val:]
+        ranker_local, labels = ranker_local[:-n_val], labels[:-n_val]
+        ranker_validation = (
+            query_features_for_events(history_events, val_local, history, with_counts=True),
+            history_events.item[val_local],
+            val_labels.astype(np.float32),
+        )
     ranker_features = query_features_for_events(history_events, ranker_local, history, with_counts=True)
     ranker.to(device)
     rk_stats = train_ranker(
@@ -179,11 +199,12 @@ def train_models(
         labels.astype(np.float32),
         device_items,
         profiles,
-        np.power(items.popularity + 1.0, 0.75) * (np.arange(len(items.popularity)) > 0),
+        np.power(items.popularity + 1.0, settings.ranker_negative_power) * (np.arange(len(items.popularity)) > 0),
         settings,
         device,
         ranker_epochs or settings.ranker_epochs,
         checkpoint,
+        validation=ranker_validation,
     )
     return TrainedModels(
         two_tower=two_tower,
