@@ -21,6 +21,7 @@ from tests.k8s.validator import (
     CrdRegistry,
     Doc,
     check_bundle,
+    check_core_schemas,
     check_kafka,
     check_karpenter,
     check_kustomization,
@@ -232,6 +233,36 @@ def test_rendered_overlay_is_consistent(name: str, optional_registry: CrdRegistr
     bundle = Bundle(_rendered(name), optional_registry)
     errors = check_bundle(bundle, rendered=True)
     assert not errors, _fmt(errors)
+
+
+def _need_kubernetes_validate() -> None:
+    pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate not installed: core objects not checked against k8s schemas"
+    )
+
+
+def test_core_objects_match_kubernetes_schemas(source_bundle: Bundle) -> None:
+    _need_kubernetes_validate()
+    assert not (errors := check_core_schemas(source_bundle)), _fmt(errors)
+
+
+@pytest.mark.parametrize("name", sorted(RENDERED))
+def test_rendered_core_objects_match_kubernetes_schemas(name: str) -> None:
+    _need_kubernetes_validate()
+    assert not (errors := check_core_schemas(Bundle(_rendered(name)))), _fmt(errors)
+
+
+def test_core_schema_check_rejects_unknown_and_mistyped_fields(source_bundle: Bundle) -> None:
+    _need_kubernetes_validate()
+    worker = _obj(source_bundle, "Deployment", "worker")
+    worker["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    _replace(source_bundle, "Deployment", "worker", worker)
+    pdb = _obj(source_bundle, "PodDisruptionBudget", "api")
+    pdb["spec"]["maxUnavailable"] = [1]
+    _replace(source_bundle, "PodDisruptionBudget", "api", pdb)
+    errors = _fmt(check_core_schemas(source_bundle))
+    assert "'readinessProbes' was unexpected" in errors
+    assert "PodDisruptionBudget/api: spec/maxUnavailable" in errors
 
 
 def test_local_overlay_is_cpu_only_and_single_broker() -> None:

@@ -13,6 +13,8 @@ Three layers:
    Secrets and keys, PVCs, volumes, ports) that resolve, KEDA targets, Kafka-lag scaler bounds, topic and settings
    consistency, the GPU scheduling chain (GPU pod -> tolerated taint -> Karpenter NodePool with GPU limits), and
    that every ``STREAMREC_*`` variable is a real setting.
+   With the ``kubernetes-validate`` package installed, core objects are also validated against the strict
+   Kubernetes JSON schemas of :data:`K8S_VERSION`.
 3. **Kustomize.** Kustomizations may only reference files that exist; every YAML file is used by one; overlays are
    rendered (``kustomize build`` or ``kubectl kustomize``, when installed) and the output checked again.
 """
@@ -1032,6 +1034,32 @@ def check_karpenter(bundle: Bundle) -> list[str]:
         ]
         if not fits:
             errors.append(f"{pod.doc.where}: requests {gpus} GPU(s) but no NodePool with GPU limits can take it")
+    return errors
+
+
+#: Kubernetes version whose schemas core objects are checked against (CronJob timeZone, policy/v1, ... need >= 1.27).
+K8S_VERSION = "1.32.0"
+
+
+def check_core_schemas(bundle: Bundle, version: str = K8S_VERSION) -> list[str]:
+    """Core objects against the strict Kubernetes JSON schemas of the ``kubernetes-validate`` package.
+
+    Strict means unknown fields are errors, as for custom resources. The package reports the first error of each
+    object. Raises ImportError when the package is not installed (callers skip).
+    """
+    import kubernetes_validate
+
+    errors = []
+    for d in bundle.docs:
+        if (d.api_version, d.kind) not in CORE_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(d.obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = "/".join(str(p) for p in exc.absolute_path) or "<root>"
+            errors.append(f"{d.where}: {path}: {exc.message} (Kubernetes {version} schema)")
+        except kubernetes_validate.SchemaNotFoundError:
+            errors.append(f"{d.where}: no Kubernetes {version} schema for {d.api_version} {d.kind}")
     return errors
 
 
