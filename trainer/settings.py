@@ -65,7 +65,8 @@ class TrainerSettings(ComponentSettings):
     ivf_nlist: int = Field(256, ge=1, description="IVF cells.")
     ivf_nprobe: int = Field(16, ge=1, description="IVF cells probed per query.")
     hnsw_m: int = Field(32, ge=4, description="HNSW neighbours per node.")
-    finetune_epochs: int = Field(2, ge=1, description="Epochs of a fine-tuning run.")
+    finetune_epochs: int = Field(2, ge=1, description="Most epochs of a fine-tuning run.")
+    finetune_learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate when fine-tuning.")
     finetune_replay_ratio: float = Field(
         0.5, ge=0, description="Replay examples from older days per example of the newest day."
     )

@@ -225,10 +225,10 @@ def load_dataset(
     """
     root = Path(root)
     info = read_info(root)
+    table = _read_event_tables(root, start, end)
     catalog = read_catalog(root)
     if item_ids is not None and item_ids != catalog.item_ids:
         raise DataError(f"the item table under {root} differs from the exported model's item ids")
-    table = _read_event_tables(root, start, end)
     user_col = table["user_id"]
     if user_table is None:
         event_users = pc.unique(user_col).to_numpy(zero_copy_only=False)

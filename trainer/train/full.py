@@ -49,7 +49,8 @@ class RunSummary:
                 f"{info['samples_per_s']:.0f} samples/s, final loss {info['final_loss']}"
             )
         for key, value in self.metrics.items():
-            out.append(f"  {key}: {value:.4f}")
+            if key.endswith(("recall@10", "recall@20", "ndcg@10", "auc", "_seconds")):
+                out.append(f"  {key}: {value:.4f}")
         out.append(f"  {'published and promoted' if self.promoted else 'not promoted'}: {self.version or '-'}")
         out.append(f"  {self.reason}")
         out += [f"  note: {n}" for n in self.notes]

@@ -1,0 +1,165 @@
+"""Tiny end to end: train -> export -> publish -> reload; TorchScript equals in-memory; index equals brute force."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamrec import artifacts as art
+from streamrec.errors import ArtifactError
+from trainer.data.loading import Dataset
+from trainer.embeddings.content import ContentEmbeddings
+from trainer.export.index import brute_force, build_index, read_index, search
+from trainer.export.writer import load_trained
+from trainer.settings import TrainerSettings
+from trainer.train.full import publish_models
+from trainer.train.pipeline import TrainedModels, train_models
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset: Dataset, tiny_content: ContentEmbeddings, settings: TrainerSettings) -> TrainedModels:
+    return train_models(tiny_dataset, np.arange(len(tiny_dataset.events)), tiny_content, settings)
+
+
+@pytest.fixture(scope="module")
+def export_root(
+    trained: TrainedModels, tiny_dataset: Dataset, settings: TrainerSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    root = tmp_path_factory.mktemp("exports")
+    publish_models(root, trained, tiny_dataset, settings, kind="full", window=("2026-11-01", "2026-11-06"), metrics={})
+    return root
+
+
+def test_training_reports_progress_and_loss(trained: TrainedModels) -> None:
+    summary = trained.summary()
+    assert set(summary) == {"retrieval", "ranker"}
+    assert summary["retrieval"]["examples_seen"] > 0 and np.isfinite(summary["retrieval"]["final_loss"])
+
+
+def test_published_version_is_complete_and_current(export_root: Path, tiny_dataset: Dataset) -> None:
+    version = art.read_current(export_root)
+    assert art.list_versions(export_root) == [version]
+    directory = art.version_dir(export_root, version)
+    meta = art.check_version_dir(directory)
+    assert meta.n_items == tiny_dataset.catalog.n_items and meta.n_users == tiny_dataset.users.n_users
+    assert meta.feature_spec.recent_items_len == 20 and len(meta.feature_spec.user_count_features) == 15
+    assert meta.feature_spec.image_model is None and meta.feature_spec.image_dim == 0
+    maps = art.load_id_maps(directory)
+    assert maps.item_ids == tiny_dataset.catalog.item_ids and maps.categories[0] == "<unknown>"
+    arrays = art.load_item_arrays(directory)
+    assert arrays.embeddings.shape == (meta.n_items, meta.embedding_dim)
+    assert not list(art.versions_root(export_root).glob(".staging-*"))
+
+
+def test_torchscript_scores_equal_in_memory_models(export_root: Path, trained: TrainedModels) -> None:
+    directory = art.current_dir(export_root)
+    query = torch.jit.load(str(directory / art.QUERY_TOWER_FILE))
+    ranker = torch.jit.load(str(directory / art.RANKER_FILE))
+    arrays = art.load_item_arrays(directory)
+    profiles = art.load_user_profiles(directory)
+    gen = torch.Generator().manual_seed(1)
+    b, n = 6, 9
+    user = torch.randint(0, profiles.shape[0] + 1, (b,), generator=gen)
+    profile = torch.as_tensor(np.concatenate([np.zeros((1, profiles.shape[1]), np.int64), profiles]))[user]
+    recent = torch.randint(0, arrays.embeddings.shape[0] + 1, (b, 20), generator=gen)
+    ctx = torch.stack([torch.randint(0, 4, (b,)), torch.randint(0, 24, (b,)), torch.randint(0, 7, (b,))], 1)
+    trained.two_tower.cpu().eval()
+    trained.ranker.cpu().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            query(user, profile, recent, ctx), trained.two_tower.query_tower(user, profile, recent, ctx)
+        )
+        items = torch.randint(1, arrays.embeddings.shape[0] + 1, (b, n), generator=gen)
+        rows = items - 1
+        args = (user, profile, recent, ctx, torch.rand(b, 15, generator=gen) * 5, items,
+                torch.as_tensor(arrays.category_idx)[rows], torch.as_tensor(arrays.dense)[rows],
+                torch.as_tensor(arrays.text)[rows], torch.as_tensor(arrays.image)[rows])  # fmt: skip
+        torch.testing.assert_close(ranker(*args), trained.ranker(*args))
+    # exported item embeddings are the item tower's output (row r <-> item r + 1)
+    np.testing.assert_allclose(arrays.embeddings, trained.item_embeddings()[1:], rtol=1e-5, atol=1e-6)
+
+
+def test_exported_model_rejects_unknown_ids(export_root: Path) -> None:
+    directory = art.current_dir(export_root)
+    query = torch.jit.load(str(directory / art.QUERY_TOWER_FILE))
+    meta = art.load_metadata(directory)
+    bad_user = torch.tensor([meta.n_users + 5])
+    with pytest.raises(torch.jit.Error, match="user_idx out of range"):
+        query(
+            bad_user,
+            torch.zeros(1, 3, dtype=torch.long),
+            torch.zeros(1, 20, dtype=torch.long),
+            torch.zeros(1, 3, dtype=torch.long),
+        )
+
+
+def test_faiss_index_matches_brute_force(export_root: Path, settings: TrainerSettings) -> None:
+    directory = art.current_dir(export_root)
+    embeddings = art.load_item_arrays(directory).embeddings
+    index = read_index(str(directory / art.INDEX_FILE))
+    queries = np.random.default_rng(0).standard_normal((8, embeddings.shape[1])).astype(np.float32)
+    s1, i1 = search(index, queries, 10)
+    s2, i2 = brute_force(embeddings, queries, 10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, rtol=1e-5, atol=1e-5)
+    hnsw, name = build_index(embeddings, settings.model_copy(update={"index_type": "hnsw"}))
+    assert name.startswith("HNSW")
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(search(hnsw, queries, 10)[1], i2, strict=True)])
+    assert recall >= 0.9
+
+
+def test_reload_for_finetuning_gives_identical_models(export_root: Path, trained: TrainedModels) -> None:
+    models, meta, state = load_trained(art.current_dir(export_root))
+    assert meta.kind == "full"
+    for a, b in zip(models.two_tower.state_dict().values(), trained.two_tower.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b.cpu())
+    np.testing.assert_array_equal(models.items.category_idx, trained.items.category_idx)
+
+
+def _copy_version(export_root: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(art.current_dir(export_root), target)
+    return target
+
+
+def test_missing_file_is_an_artifact_error(export_root: Path, tmp_path: Path) -> None:
+    copy = _copy_version(export_root, tmp_path)
+    (copy / art.ITEM_FEATURES_FILE).unlink()
+    with pytest.raises(ArtifactError, match="missing export file"):
+        art.load_item_arrays(copy)
+
+
+def test_corrupt_files_are_artifact_errors(export_root: Path, tmp_path: Path) -> None:
+    copy = _copy_version(export_root, tmp_path)
+    (copy / art.ITEM_EMBEDDINGS_FILE).write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="corrupt export file"):
+        art.load_item_arrays(copy)
+    (copy / art.METADATA_FILE).write_text("{not json")
+    with pytest.raises(ArtifactError, match="corrupt export metadata"):
+        art.load_metadata(copy)
+
+
+def test_mismatched_feature_spec_is_an_artifact_error(export_root: Path, tmp_path: Path) -> None:
+    copy = _copy_version(export_root, tmp_path)
+    meta = json.loads((copy / art.METADATA_FILE).read_text())
+    meta["feature_spec"]["text_dim"] += 1
+    (copy / art.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="feature spec needs"):
+        art.load_item_arrays(copy)
+    meta["surprise"] = 1
+    (copy / art.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="surprise"):
+        art.load_metadata(copy)
+
+
+def test_current_pointing_nowhere_is_an_artifact_error(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="no published model"):
+        art.read_current(tmp_path)
+    (tmp_path / art.CURRENT_FILE).write_text("v20260101000000-abcdef\n")
+    with pytest.raises(ArtifactError, match="not under"):
+        art.read_current(tmp_path)

@@ -1,0 +1,160 @@
+"""``streamrec train finetune``: the daily job.
+
+Starts from the production version (the one ``CURRENT`` names), trains the query tower and the ranker on
+the newest day plus a replay sample of older days (item tower, item embeddings and FAISS index fixed),
+then compares candidate and production on a held-out slice (the newest part of the day) and publishes the
+candidate only if its end-to-end Recall@20 is not worse.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from streamrec import artifacts as art
+from streamrec.archive import partition_dates
+from streamrec.errors import ArtifactError, DataError
+from trainer.data.loading import Dataset, UserTable, load_dataset
+from trainer.eval.protocol import EvalTask, build_task
+from trainer.eval.run import evaluate_models
+from trainer.export.writer import load_trained
+from trainer.settings import TrainerSettings
+from trainer.train.full import RunSummary, day_of, publish_models, reload_triton
+from trainer.train.pipeline import TrainedModels, train_models
+
+PROMOTION_METRIC = "recall@20"
+
+
+@dataclass
+class FinetuneSplit:
+    train_rows: np.ndarray  # newest day before the hold-out + replay sample
+    history_rows: np.ndarray  # everything before the hold-out (point-in-time features look back at it)
+    holdout_rows: np.ndarray  # newest part of the newest day
+    new_day_rows: int
+    replay_rows: int
+
+
+def split_for_finetune(dataset: Dataset, day: date, settings: TrainerSettings) -> FinetuneSplit:
+    ts = dataset.events.ts_ms
+    day_start = int(np.datetime64(day.isoformat(), "ms").astype(np.int64))
+    on_day = np.flatnonzero((ts >= day_start) & (ts < day_start + 86_400_000))
+    if len(on_day) < 10:
+        raise DataError(f"too few events on {day} to fine-tune ({len(on_day)})")
+    n_hold = max(1, int(len(on_day) * settings.finetune_holdout_fraction))
+    holdout = on_day[-n_hold:]
+    new_day = on_day[:-n_hold]
+    older = np.flatnonzero(ts < day_start)
+    rng = np.random.default_rng(settings.seed)
+    n_replay = min(len(older), int(len(new_day) * settings.finetune_replay_ratio))
+    replay = np.sort(rng.choice(older, n_replay, replace=False)) if n_replay else older[:0]
+    return FinetuneSplit(
+        train_rows=np.sort(np.concatenate([replay, new_day])),
+        history_rows=np.concatenate([older, new_day]),
+        holdout_rows=holdout,
+        new_day_rows=len(new_day),
+        replay_rows=n_replay,
+    )
+
+
+def check_compatible(dataset: Dataset, meta: art.ExportMetadata) -> None:
+    spec = meta.feature_spec
+    if list(dataset.users.profile_fields) != spec.profile_fields:
+        raise ArtifactError(
+            f"feature spec mismatch: the data's profile fields {dataset.users.profile_fields} differ from "
+            f"{meta.version}'s {spec.profile_fields}"
+        )
+
+
+def compare(
+    candidate: TrainedModels, production: TrainedModels, task: EvalTask, settings: TrainerSettings
+) -> tuple[dict[str, float], bool, str]:
+    cand = evaluate_models(candidate, task, settings.retrieval_candidates)["two-tower + DLRM (end to end)"]
+    prod = evaluate_models(production, task, settings.retrieval_candidates)["two-tower + DLRM (end to end)"]
+    metrics = {f"holdout_{k}": v for k, v in cand.items()}
+    metrics.update({f"production_holdout_{k}": v for k, v in prod.items()})
+    c, p = cand[PROMOTION_METRIC], prod[PROMOTION_METRIC]
+    if c >= p * (1.0 - settings.promote_tolerance):
+        return metrics, True, f"promoted: hold-out {PROMOTION_METRIC} {c:.4f} >= production's {p:.4f}"
+    return metrics, False, f"kept production: hold-out {PROMOTION_METRIC} {c:.4f} < production's {p:.4f}"
+
+
+def run_finetune(
+    root: Path,
+    export_root: Path,
+    settings: TrainerSettings,
+    day: date | None = None,
+    triton_url: str | None = None,
+) -> RunSummary:
+    began = time.perf_counter()
+    current = art.read_current(export_root)
+    production, meta, state = load_trained(art.version_dir(export_root, current))
+    days = partition_dates(Path(root))
+    if not days:
+        raise DataError(f"no archived interactions under {root}")
+    day = day or days[-1]
+    if day not in days:
+        raise DataError(f"no archived interactions on {day} under {root}")
+    maps = art.load_id_maps(art.version_dir(export_root, current), meta)
+    users = UserTable(
+        user_ids=maps.user_ids,
+        profile_fields=list(state["profile_fields"]),
+        profile_vocabs=[list(v) for v in state["profile_vocabs"]],
+        profile_idx=production.profiles,
+    )
+    start = day - timedelta(days=settings.finetune_replay_days)
+    dataset = load_dataset(root, start, day, item_ids=maps.item_ids, user_table=users)
+    check_compatible(dataset, meta)
+    split = split_for_finetune(dataset, day, settings)
+    train_began = time.perf_counter()
+    candidate = train_models(
+        dataset,
+        split.train_rows,
+        production.content,
+        settings.model_copy(update={"learning_rate": settings.finetune_learning_rate}),
+        init=copy.deepcopy(production),
+        retrieval_epochs=settings.finetune_epochs,
+        ranker_epochs=settings.finetune_epochs,
+        history_rows=split.history_rows,
+    )
+    train_seconds = time.perf_counter() - train_began
+    task = build_task(dataset, split.history_rows, split.holdout_rows, max_users=20_000, seed=settings.seed)
+    metrics, promote, reason = compare(candidate, production, task, settings)
+    metrics["train_seconds"] = train_seconds
+    window = (day_of(int(dataset.events.ts_ms[split.train_rows[0]])), day.isoformat())
+    version = None
+    reloaded: list[str] = []
+    if promote:
+        version = publish_models(
+            export_root,
+            candidate,
+            dataset,
+            settings,
+            kind="finetune",
+            window=window,
+            metrics=metrics,
+            parent=current,
+            item_embeddings=state["item_embeddings"],
+        )
+        reloaded = reload_triton(settings, triton_url)
+    return RunSummary(
+        kind="finetune",
+        version=version,
+        promoted=promote,
+        reason=reason,
+        dataset=dataset.name,
+        window=window,
+        events=len(split.train_rows),
+        seconds=time.perf_counter() - began,
+        stages=candidate.summary(),
+        metrics=metrics,
+        reloaded=reloaded,
+        notes=[
+            f"parent {current}; {split.new_day_rows} events of {day} + {split.replay_rows} replayed; "
+            f"hold-out {len(split.holdout_rows)} events, {len(task)} users"
+        ],
+    )
