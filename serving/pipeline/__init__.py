@@ -1,0 +1,1 @@
+"""Stage logic of the recommendation pipeline: plain modules shared by the Triton stages and the reference."""

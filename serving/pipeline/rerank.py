@@ -1,0 +1,158 @@
+"""Final stage: rerank the ranked candidates and cut to top-K.
+
+Deterministic by default (sort by ranker score, ties by item index). Optional, per request or by setting:
+
+* diversity (MMR, Carbonell & Goldstein 1998) over item embeddings: greedily pick
+  ``argmax (1 - d) * relevance - d * max cosine similarity to the items already picked``;
+* business rule ``max_per_category``: at most that many items of one category (relaxed if too few remain);
+* temperature softmax sampling without replacement (Gumbel top-k), seeded when the request gives a seed.
+
+Scores returned are the ranker's probabilities (sigmoid of the logit); the order is the reranked order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from serving.pipeline.base import Stage, Tensors, int_column
+from serving.pipeline.stages import (
+    BLOOM_FLAGS,
+    CONTEXT_FLAGS,
+    FEATURE_FLAGS,
+    FILTERED_CANDIDATES,
+    ITEM_CATEGORY,
+    RANK_SCORES,
+    parse_options,
+)
+from streamrec.pipeline_client import (
+    FLAG_BITS,
+    IN_K,
+    IN_OPTIONS,
+    OUT_FLAGS,
+    OUT_ITEM_IDS,
+    OUT_ITEM_SCORES,
+    OUT_MODEL_VERSION,
+    SAMPLED,
+    RecommendOptions,
+)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+
+
+def mmr_order(relevance: np.ndarray, embeddings: np.ndarray, k: int, diversity: float) -> list[int]:
+    """Greedy MMR over a pool. relevance Float[M] (any scale), embeddings Float[M, D] L2-normalised -> positions."""
+    m = len(relevance)
+    if m == 0 or k <= 0:
+        return []
+    span = float(relevance.max() - relevance.min())
+    rel = (relevance - relevance.min()) / span if span > 0 else np.ones(m)
+    picked: list[int] = []
+    max_sim = np.zeros(m)
+    available = np.ones(m, dtype=bool)
+    for _ in range(min(k, m)):
+        objective = np.where(available, (1.0 - diversity) * rel - diversity * max_sim, -np.inf)
+        best = int(np.argmax(objective))
+        picked.append(best)
+        available[best] = False
+        max_sim = np.maximum(max_sim, embeddings @ embeddings[best])
+    return picked
+
+
+def cap_per_category(order: Sequence[int], categories: np.ndarray, cap: int, k: int) -> list[int]:
+    """Keep ``order`` but allow at most ``cap`` items per category; fill from the overflow if too few remain."""
+    if cap <= 0:
+        return list(order)[:k]
+    counts: dict[int, int] = {}
+    kept, overflow = [], []
+    for pos in order:
+        cat = int(categories[pos])
+        if counts.get(cat, 0) < cap:
+            counts[cat] = counts.get(cat, 0) + 1
+            kept.append(pos)
+            if len(kept) == k:
+                break
+        else:
+            overflow.append(pos)
+    return (kept + overflow)[:k]
+
+
+class RerankStage(Stage):
+    name = "rerank"
+    inputs = (
+        FILTERED_CANDIDATES, RANK_SCORES, ITEM_CATEGORY, IN_K, IN_OPTIONS, CONTEXT_FLAGS, FEATURE_FLAGS, BLOOM_FLAGS,
+    )  # fmt: skip
+    outputs = (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS)
+
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        embeddings: np.ndarray,
+        version: str,
+        *,
+        diversity: float = 0.0,
+        max_per_category: int = 0,
+        temperature: float = 0.0,
+        mmr_pool: int = 50,
+        max_k: int = 100,
+    ) -> None:
+        self.item_ids = np.array(["", *item_ids], dtype=object)
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        unit = embeddings / np.maximum(norms, 1e-12)
+        self.embeddings = np.vstack([np.zeros((1, embeddings.shape[1])), unit]).astype(np.float32)
+        self.version = version
+        self.diversity = diversity
+        self.max_per_category = max_per_category
+        self.temperature = temperature
+        self.mmr_pool = mmr_pool
+        self.max_k = max_k
+
+    def rerank_row(
+        self, cand: np.ndarray, logits: np.ndarray, cats: np.ndarray, k: int, opts: RecommendOptions
+    ) -> tuple[list[int], list[float], bool]:
+        """-> (item indices, probabilities, sampled?) for one request."""
+        valid = np.flatnonzero((cand > 0) & np.isfinite(logits))
+        if len(valid) == 0 or k <= 0:
+            return [], [], False
+        diversity = self.diversity if opts.diversity is None else min(max(opts.diversity, 0.0), 1.0)
+        cap = self.max_per_category if opts.max_per_category is None else max(opts.max_per_category, 0)
+        temperature = self.temperature if opts.temperature is None else max(opts.temperature, 0.0)
+        # Best first; ties broken by item index so the order never depends on retrieval order.
+        ranked = valid[np.lexsort((cand[valid], -logits[valid]))]
+        sampled = False
+        if temperature > 0:
+            rng = np.random.default_rng(opts.seed)
+            gumbel = logits[ranked] / temperature + rng.gumbel(size=len(ranked))
+            ranked = ranked[np.argsort(-gumbel, kind="stable")]
+            sampled = True
+        if diversity > 0:
+            pool = ranked[: max(self.mmr_pool, 3 * k)]
+            ranked = pool[mmr_order(logits[pool], self.embeddings[cand[pool]], len(pool), diversity)]
+        chosen = [int(p) for p in cap_per_category(list(ranked), cats, cap, k)]
+        return [int(cand[p]) for p in chosen], [float(v) for v in sigmoid(logits[chosen])], sampled
+
+    def run(self, batch: Mapping[str, np.ndarray]) -> Tensors:
+        cands = np.asarray(batch[FILTERED_CANDIDATES], dtype=np.int64)
+        logits = np.asarray(batch[RANK_SCORES], dtype=np.float32)
+        cats = np.asarray(batch[ITEM_CATEGORY], dtype=np.int64)
+        ks = np.clip(int_column(batch[IN_K]), 0, self.max_k)
+        flags = (
+            np.asarray(batch[CONTEXT_FLAGS]) | np.asarray(batch[FEATURE_FLAGS]) | np.asarray(batch[BLOOM_FLAGS])
+        ).astype(np.int32)
+        rows = []
+        for row, opts in enumerate(parse_options(batch[IN_OPTIONS])):
+            items, probs, sampled = self.rerank_row(cands[row], logits[row], cats[row], int(ks[row]), opts)
+            if sampled:
+                flags[row, 0] |= FLAG_BITS[SAMPLED]
+            rows.append((items, probs))
+        width = max(1, max(len(items) for items, _ in rows))
+        ids = np.full((len(rows), width), b"", dtype=object)
+        scores = np.full((len(rows), width), np.nan, dtype=np.float32)
+        for row, (items, probs) in enumerate(rows):
+            ids[row, : len(items)] = [str(v).encode() for v in self.item_ids[items]]
+            scores[row, : len(probs)] = probs
+        version = np.full((len(rows), 1), self.version.encode(), dtype=object)
+        return {OUT_ITEM_IDS: ids, OUT_ITEM_SCORES: scores, OUT_MODEL_VERSION: version, OUT_FLAGS: flags}

@@ -1,0 +1,319 @@
+"""The Triton model repository: rendered for one export version, switched to a new one without downtime.
+
+Layout (under ``TritonSettings().model_repository``)::
+
+    recommend/config.pbtxt                 ensemble; each step pins ``model_version: <slot>``
+    recommend/1/                           (empty version dir the ensemble needs)
+    recommend_<stage>/config.pbtxt         python backend, version_policy all
+    recommend_<stage>/<slot>/model.py      shim (copied from serving/model_repository/recommend_<stage>/)
+    recommend_<stage>/<slot>/stage.json    StageConfig: export dir and version, settings, Redis URL
+    .streamrec-serving.json                state: current slot and export version
+
+Publishing export version v as slot s+1 (hot reload): write every stage's ``<s+1>/`` dir and load each
+stage (Triton adds version s+1 while s keeps serving); write the ensemble pinned to s+1 and load it (Triton
+swaps the ensemble only once it is ready; in-flight requests finish on slot s); after a grace period delete
+slot s and load the stages again, which unloads it. No request sees two export versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from serving.pipeline.factory import STAGES, StageConfig
+from serving.settings import ServingSettings
+from streamrec import artifacts as art
+from streamrec.errors import ConfigError, StoreUnavailableError
+from streamrec.pipeline_client import (
+    IN_DEVICE,
+    IN_K,
+    IN_OPTIONS,
+    IN_TIMESTAMP_MS,
+    IN_USER_ID,
+    OUT_FLAGS,
+    OUT_ITEM_IDS,
+    OUT_ITEM_SCORES,
+    OUT_MODEL_VERSION,
+)
+from streamrec.settings import BloomSettings
+
+TEMPLATES = Path(__file__).parent / "model_repository"
+STATE_FILE = ".streamrec-serving.json"
+STAGE_CONFIG_FILE = "stage.json"
+MODEL_PREFIX = "recommend_"
+ENSEMBLE_INPUTS = (IN_USER_ID, IN_DEVICE, IN_TIMESTAMP_MS, IN_K, IN_OPTIONS)
+ENSEMBLE_OUTPUTS = (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS)
+#: Stages whose work is a batched tensor op: Triton may hand them several requests at once.
+BATCHED_STAGES = ("query_tower", "retrieval", "ranker")
+
+#: Every tensor of the pipeline: Triton data type and dims (batch dimension excluded).
+TENSORS: dict[str, tuple[str, list[int]]] = {
+    IN_USER_ID: ("TYPE_STRING", [1]),
+    IN_DEVICE: ("TYPE_STRING", [1]),
+    IN_TIMESTAMP_MS: ("TYPE_INT64", [1]),
+    IN_K: ("TYPE_INT32", [1]),
+    IN_OPTIONS: ("TYPE_STRING", [1]),
+    "USER_IDX": ("TYPE_INT64", [1]),
+    "PROFILE_IDX": ("TYPE_INT64", [-1]),
+    "CONTEXT_IDX": ("TYPE_INT64", [3]),
+    "CONTEXT_FLAGS": ("TYPE_INT32", [1]),
+    "RECENT_ITEMS": ("TYPE_INT64", [-1]),
+    "USER_DENSE": ("TYPE_FP32", [-1]),
+    "FEATURE_FLAGS": ("TYPE_INT32", [1]),
+    "QUERY": ("TYPE_FP32", [-1]),
+    "CANDIDATES": ("TYPE_INT64", [-1]),
+    "BLOOM_CANDIDATES": ("TYPE_INT64", [-1]),
+    "BLOOM_FLAGS": ("TYPE_INT32", [1]),
+    "FILTERED_CANDIDATES": ("TYPE_INT64", [-1]),
+    "ITEM_CATEGORY": ("TYPE_INT64", [-1]),
+    "ITEM_CONTENT": ("TYPE_FP32", [-1, -1]),
+    "RANK_SCORES": ("TYPE_FP32", [-1]),
+    OUT_ITEM_IDS: ("TYPE_STRING", [-1]),
+    OUT_ITEM_SCORES: ("TYPE_FP32", [-1]),
+    OUT_MODEL_VERSION: ("TYPE_STRING", [1]),
+    OUT_FLAGS: ("TYPE_INT32", [1]),
+}
+
+
+def model_name(stage: str) -> str:
+    return f"{MODEL_PREFIX}{stage}"
+
+
+def timing_name(stage: str) -> str:
+    return f"MS_{stage.upper()}"
+
+
+def tensor_spec(name: str) -> tuple[str, list[int]]:
+    if name.startswith("MS_"):
+        return "TYPE_FP32", [1]
+    return TENSORS[name]
+
+
+def _io_block(kind: str, names: list[str]) -> str:
+    rows = []
+    for name in names:
+        dtype, dims = tensor_spec(name)
+        rows.append(f'  {{ name: "{name}" data_type: {dtype} dims: [ {", ".join(str(d) for d in dims)} ] }}')
+    return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
+
+
+def render_stage_config(stage: str, serving: ServingSettings) -> str:
+    cls = STAGES[stage]
+    kind = "KIND_GPU" if serving.instance_kind == "gpu" else "KIND_CPU"
+    text = (
+        f'name: "{model_name(stage)}"\nbackend: "python"\nmax_batch_size: {serving.max_batch_size}\n'
+        + _io_block("input", list(cls.inputs))
+        + _io_block("output", [*cls.outputs, timing_name(stage)])
+        + "version_policy: { all { } }\n"
+        + f"instance_group [ {{ count: {serving.instance_count} kind: {kind} }} ]\n"
+    )
+    if stage in BATCHED_STAGES:
+        text += f"dynamic_batching {{ max_queue_delay_microseconds: {serving.batch_delay_us} }}\n"
+    return text
+
+
+def render_ensemble_config(name: str, slot: int, serving: ServingSettings) -> str:
+    steps = []
+    for stage, cls in STAGES.items():
+        inputs = " ".join(f'input_map {{ key: "{t}" value: "{t}" }}' for t in cls.inputs)
+        outputs = " ".join(f'output_map {{ key: "{t}" value: "{t}" }}' for t in (*cls.outputs, timing_name(stage)))
+        steps.append(
+            f'    {{ model_name: "{model_name(stage)}" model_version: {slot}\n      {inputs}\n      {outputs} }}'
+        )
+    ensemble_outputs = [*ENSEMBLE_OUTPUTS, *(timing_name(s) for s in STAGES)]
+    return (
+        f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {serving.max_batch_size}\n'
+        + _io_block("input", list(ENSEMBLE_INPUTS))
+        + _io_block("output", ensemble_outputs)
+        + "ensemble_scheduling {\n  step [\n"
+        + ",\n".join(steps)
+        + "\n  ]\n}\n"
+        + f'parameters {{ key: "slot" value: {{ string_value: "{slot}" }} }}\n'
+    )
+
+
+@dataclass
+class RepositoryState:
+    slot: int = 0
+    export_version: str = ""
+    export_dir: str = ""
+
+    @classmethod
+    def read(cls, repo: Path) -> RepositoryState:
+        try:
+            return cls(**json.loads((repo / STATE_FILE).read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, TypeError):
+            return cls()
+
+    def write(self, repo: Path) -> None:
+        tmp = repo / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(repo / STATE_FILE)
+
+
+class ModelControl:
+    """Triton's model-control and health endpoints over HTTP."""
+
+    def __init__(self, base_url: str, timeout_s: float = 180.0) -> None:
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(timeout=timeout_s)
+        self._httpx = httpx
+
+    def live(self) -> bool:
+        try:
+            return self._http.get(f"{self.base_url}/v2/health/live", timeout=2.0).status_code == 200
+        except self._httpx.HTTPError:
+            return False
+
+    def load(self, name: str) -> None:
+        try:
+            response = self._http.post(f"{self.base_url}/v2/repository/models/{name}/load", json={})
+        except self._httpx.HTTPError as exc:
+            raise StoreUnavailableError(f"Triton at {self.base_url} unreachable while loading {name}: {exc}") from None
+        if response.status_code != 200:
+            detail = response.text[:500]
+            raise StoreUnavailableError(f"Triton could not load {name}: HTTP {response.status_code} {detail}")
+
+    def index(self) -> list[dict[str, str]]:
+        try:
+            response = self._http.post(f"{self.base_url}/v2/repository/index", json={}, timeout=5.0)
+        except self._httpx.HTTPError:
+            return []
+        return list(response.json()) if response.status_code == 200 else []
+
+    def ready(self, name: str) -> bool:
+        try:
+            return self._http.get(f"{self.base_url}/v2/models/{name}/ready", timeout=2.0).status_code == 200
+        except self._httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        self._http.close()
+
+
+@dataclass
+class PrepareResult:
+    export_version: str
+    slot: int
+    changed: bool
+    loaded: bool
+    repository: Path
+
+    def line(self) -> str:
+        what = "switched to" if self.changed else "already serving"
+        where = "loaded in Triton" if self.loaded else "Triton not reachable: loads at its next start"
+        return f"{what} export {self.export_version} (slot {self.slot}) in {self.repository}; {where}"
+
+
+@contextlib.contextmanager
+def _locked(repo: Path) -> Iterator[None]:
+    repo.mkdir(parents=True, exist_ok=True)
+    with open(repo / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
+
+
+def _stage_versions(repo: Path, stage: str) -> list[int]:
+    base = repo / model_name(stage)
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()) if base.is_dir() else []
+
+
+def prepare(
+    repo: Path,
+    export_root: Path,
+    *,
+    ensemble: str = "recommend",
+    serving: ServingSettings | None = None,
+    bloom: BloomSettings | None = None,
+    redis_url: str,
+    control: ModelControl | None = None,
+    version: str | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] = lambda _: None,
+) -> PrepareResult:
+    """Materialise the repository for ``version`` (default: CURRENT) and, if Triton is reachable, switch to it."""
+    serving = serving or ServingSettings.load()
+    # Stages run with Triton's working directory: every path they read must be absolute.
+    registry = serving.feast_registry.resolve() if serving.feast_registry is not None else None
+    serving = serving.model_copy(update={"feast_repo": serving.feast_repo.resolve(), "feast_registry": registry})
+    bloom = bloom or BloomSettings.load()
+    repo = Path(repo).resolve()
+    version = version or art.read_current(export_root)
+    export_dir = art.version_dir(export_root, version).resolve()
+    art.check_version_dir(export_dir)
+    if serving.instance_kind == "gpu" and serving.instance_count < 1:
+        raise ConfigError("needs at least one instance", source="STREAMREC_SERVING_INSTANCE_COUNT")
+    live = control is not None and control.live()
+    with _locked(repo):
+        state = RepositoryState.read(repo)
+        config_changed = False
+        for stage in STAGES:
+            config_changed |= _write_if_changed(
+                repo / model_name(stage) / "config.pbtxt", render_stage_config(stage, serving)
+            )
+        complete = state.slot > 0 and all(
+            (repo / model_name(s) / str(state.slot) / STAGE_CONFIG_FILE).is_file() for s in STAGES
+        )
+        changed = force or not complete or state.export_version != version
+        slot = state.slot + 1 if changed else state.slot
+        if changed:
+            progress(f"writing slot {slot} for export {version}")
+            stage_config = StageConfig(
+                export_dir=export_dir, export_version=version, serving=serving, bloom=bloom, redis_url=redis_url
+            )
+            for stage in STAGES:
+                target = repo / model_name(stage) / str(slot)
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(TEMPLATES / model_name(stage) / "model.py", target / "model.py")
+                stage_config.write(target / STAGE_CONFIG_FILE)
+        ensemble_dir = repo / ensemble
+        (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
+        ensemble_text = render_ensemble_config(ensemble, slot, serving)
+        if live and control is not None:
+            stale = not control.ready(ensemble)
+            if changed or config_changed or stale:
+                progress(f"loading {len(STAGES)} stage models (slot {slot}) in Triton")
+                with ThreadPoolExecutor(max_workers=3) as pool:
+                    list(pool.map(control.load, [model_name(s) for s in STAGES]))
+                _write_if_changed(ensemble_dir / "config.pbtxt", ensemble_text)
+                progress(f"switching ensemble {ensemble} to slot {slot}")
+                control.load(ensemble)
+            else:
+                _write_if_changed(ensemble_dir / "config.pbtxt", ensemble_text)
+        else:
+            _write_if_changed(ensemble_dir / "config.pbtxt", ensemble_text)
+        old = {s: [v for v in _stage_versions(repo, s) if v != slot] for s in STAGES}
+        if any(old.values()):
+            if live and control is not None:
+                time.sleep(serving.reload_grace_s)
+            for stage, versions in old.items():
+                for v in versions:
+                    shutil.rmtree(repo / model_name(stage) / str(v), ignore_errors=True)
+            if live and control is not None:
+                progress("unloading the previous slot")
+                with ThreadPoolExecutor(max_workers=3) as pool:
+                    list(pool.map(control.load, [model_name(s) for s, versions in old.items() if versions]))
+        RepositoryState(slot=slot, export_version=version, export_dir=str(export_dir)).write(repo)
+    return PrepareResult(version, slot, changed, live, repo)

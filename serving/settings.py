@@ -1,0 +1,71 @@
+"""Serving settings: pipeline and model repository (``STREAMREC_SERVING_``), HTTP API (``STREAMREC_API_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from streamrec.features import FEAST_USER_STREAM_VIEW
+from streamrec.settings import ComponentSettings
+
+
+class ServingSettings(ComponentSettings):
+    """The recommendation pipeline, its stages and the Triton model repository built for it."""
+
+    section: ClassVar[str] = "serving"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_SERVING_")
+
+    retrieval_candidates: int = Field(300, ge=1, le=5000, description="Items FAISS retrieves per request (top N).")
+    default_k: int = Field(10, ge=1, le=100, description="Items returned when a request does not say.")
+    max_k: int = Field(100, ge=1, le=1000, description="Largest k a request may ask for.")
+    diversity: float = Field(
+        0.0, ge=0, le=1, description="Default MMR weight of diversity (0 = pure relevance, deterministic top-K)."
+    )
+    mmr_pool: int = Field(50, ge=1, description="Reranking considers the best max(mmr_pool, 3k) ranked items.")
+    max_per_category: int = Field(0, ge=0, description="Default business rule: at most this many items per category.")
+    temperature: float = Field(0.0, ge=0, description="Default softmax sampling temperature; 0 = deterministic.")
+    feast_repo: Path = Field(Path("feature_repo"), description="Feast repository with the user stream view.")
+    feast_project: str = Field("streamrec", description="Feast project the streams worker writes (namespaces rows).")
+    feast_registry: Path | None = Field(
+        None, description="Feast registry file; unset: the one feature_store.yaml names (relative to the repo)."
+    )
+    feast_user_view: str = Field(FEAST_USER_STREAM_VIEW, description="Feast view holding user stream features.")
+    recent_items_field: str = Field(
+        "recent_items", description="Field of the user view with the last item ids, newest first."
+    )
+    features_enabled: bool = Field(True, description="Read user stream features from Feast (off: zeros, flagged).")
+    bloom_enabled: bool = Field(True, description="Exclude seen items with the Bloom filters (off: flagged).")
+    store_timeout_s: float = Field(0.1, gt=0, description="Socket timeout of the Bloom check's Redis calls.")
+    store_retry_s: float = Field(2.0, gt=0, description="After a store failure, pass through this long, then retry.")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per stage instance.")
+    instance_kind: Literal["cpu", "gpu"] = Field("cpu", description="Triton instance kind of every stage.")
+    instance_count: int = Field(1, ge=1, description="Triton instances per stage.")
+    max_batch_size: int = Field(16, ge=1, description="Triton max_batch_size of the ensemble and its stages.")
+    batch_delay_us: int = Field(
+        200, ge=0, description="Dynamic batching queue delay of the batched stages (query tower, retrieval, ranker)."
+    )
+    reload_grace_s: float = Field(
+        1.0, ge=0, description="After switching the ensemble, wait this long before unloading the old stages."
+    )
+    load_timeout_s: float = Field(180.0, gt=0, description="Model-control load request timeout.")
+
+
+class ApiSettings(ComponentSettings):
+    """The HTTP API (``streamrec api``)."""
+
+    section: ClassVar[str] = "api"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_API_")
+
+    host: str = Field("127.0.0.1", description="Address uvicorn binds.")
+    port: int = Field(8080, ge=1, le=65535, description="Port uvicorn binds.")
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description='Accepted X-API-Key values (JSON list, e.g. ["k1","k2"]); masked.'
+    )
+    auth_disabled: bool = Field(False, description="Serve without API keys; must be set explicitly.")
+    key_header: str = Field("X-API-Key", description="Header carrying the API key.")
+    max_body_bytes: int = Field(65_536, ge=1024, description="Larger request bodies are refused (413).")
+    max_exclude_ids: int = Field(500, ge=0, description="Most explicit exclude ids one request may carry.")
+    log_level: str = Field("warning", description="uvicorn log level.")

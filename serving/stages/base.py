@@ -1,0 +1,90 @@
+"""The python-backend model every stage uses: Triton requests -> one batch of numpy tensors -> stage -> responses.
+
+``initialize`` reads ``<model dir>/<version>/stage.json`` (written by ``streamrec serve prepare``), builds the
+stage from that export version on the instance's device and warms it up. ``execute`` concatenates the requests
+Triton hands over (dynamic batching) along the batch dimension, runs the stage once and splits the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.pipeline.base import Stage
+from serving.pipeline.export import ExportReader
+from serving.pipeline.factory import StageConfig, build_stage, warm_batch, warm_up
+
+STAGE_CONFIG_FILE = "stage.json"
+
+
+def stage_config_path(model_repository: str, model_name: str, version: str) -> Path:
+    base = Path(model_repository)
+    for candidate in (base / version / STAGE_CONFIG_FILE, base / model_name / version / STAGE_CONFIG_FILE):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{STAGE_CONFIG_FILE} not found for {model_name} version {version} under {base}")
+
+
+def instance_device(args: dict[str, str]) -> str:
+    if args.get("model_instance_kind", "CPU") == "GPU":
+        return f"cuda:{args.get('model_instance_device_id', '0')}"
+    return "cpu"
+
+
+def concat(parts: list[np.ndarray]) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
+    width = max(p.shape[1] if p.ndim > 1 else 0 for p in parts)
+    if all(p.ndim > 1 and p.shape[1] == width for p in parts) or parts[0].ndim == 1:
+        return np.concatenate(parts, axis=0)
+    raise ValueError("requests of different shapes cannot share a batch")
+
+
+class TritonStageModel:
+    """Subclasses set ``stage_name``."""
+
+    stage_name = ""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        self.pb = pb_utils
+        model_config = json.loads(args["model_config"])
+        path = stage_config_path(args["model_repository"], args["model_name"], args["model_version"])
+        config = StageConfig.read(path).model_copy(update={"device": instance_device(args)})
+        export = ExportReader(config.export_dir, config.device)
+        self.stage: Stage = build_stage(self.stage_name, config, export)
+        warm_up(self.stage, warm_batch(export, config.serving))
+        self.output_types = {
+            out["name"]: pb_utils.triton_string_to_numpy(out["data_type"]) for out in model_config["output"]
+        }
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        pb = self.pb
+        try:
+            sizes: list[int] = []
+            parts: dict[str, list[np.ndarray]] = {name: [] for name in self.stage.inputs}
+            for request in requests:
+                for name in self.stage.inputs:
+                    parts[name].append(pb.get_input_tensor_by_name(request, name).as_numpy())
+                sizes.append(len(parts[self.stage.inputs[0]][-1]))
+            outputs = self.stage.timed({name: concat(arrays) for name, arrays in parts.items()})
+        except Exception as exc:
+            error = pb.TritonError(f"{self.stage_name}: {type(exc).__name__}: {exc}")
+            return [pb.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        responses = []
+        start = 0
+        for size in sizes:
+            tensors = []
+            for name, dtype in self.output_types.items():
+                value = outputs[name][start : start + size]
+                tensors.append(pb.Tensor(name, value if dtype == np.object_ else value.astype(dtype, copy=False)))
+            responses.append(pb.InferenceResponse(output_tensors=tensors))
+            start += size
+        return responses
+
+    def finalize(self) -> None:
+        self.stage = None  # type: ignore[assignment]

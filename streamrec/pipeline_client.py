@@ -1,0 +1,375 @@
+"""Client of the ``recommend`` Triton ensemble, shared by the sync API and the streaming worker.
+
+One gRPC channel per client (connection reuse), timeouts from :class:`TritonSettings`, typed results, and a
+flagged popular-items fallback computed from the live export when Triton cannot answer — callers never see a
+stream of errors. A short circuit breaker skips Triton for ``retry_after_s`` after a failure so a dead server
+costs nothing per request.
+
+The tensor names below are the ensemble's contract; ``serving/`` builds the model repository around them.
+This module imports no app folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamrec import artifacts as art
+from streamrec.errors import ArtifactError
+from streamrec.settings import PathsSettings, TritonSettings
+
+log = logging.getLogger(__name__)
+
+# -- the ensemble contract --------------------------------------------------------------------------------
+IN_USER_ID = "USER_ID"  # BYTES [1, 1]; empty = anonymous
+IN_DEVICE = "DEVICE"  # BYTES [1, 1]
+IN_TIMESTAMP_MS = "TIMESTAMP_MS"  # INT64 [1, 1]
+IN_K = "K"  # INT32 [1, 1]
+IN_OPTIONS = "OPTIONS"  # BYTES [1, 1], JSON of RecommendOptions
+OUT_ITEM_IDS = "ITEM_IDS"  # BYTES [1, K] (padded with b"" when fewer items qualify)
+OUT_ITEM_SCORES = "ITEM_SCORES"  # FP32 [1, K]
+OUT_MODEL_VERSION = "MODEL_VERSION"  # BYTES [1, 1]
+OUT_FLAGS = "FLAGS"  # INT32 [1, 1], bit mask of FLAG_BITS
+TIMING_PREFIX = "MS_"  # FP32 [1, 1] per stage: MS_<STAGE>
+
+# -- flags ------------------------------------------------------------------------------------------------
+FEATURES_UNAVAILABLE = "features_unavailable"  # Feast unreachable: user stream features were zeros
+BLOOM_UNAVAILABLE = "bloom_unavailable"  # Bloom store unreachable: seen items were not excluded
+UNKNOWN_USER = "unknown_user"  # user id not in the export: treated like an anonymous user by the models
+SAMPLED = "sampled"  # temperature sampling was used (not deterministic)
+POPULARITY_FALLBACK = "popularity_fallback"  # Triton unavailable: popular items from the export
+MODEL_UNAVAILABLE = "model_unavailable"  # no export to fall back on either
+FLAG_BITS: dict[str, int] = {FEATURES_UNAVAILABLE: 1, BLOOM_UNAVAILABLE: 2, UNKNOWN_USER: 4, SAMPLED: 8}
+
+
+def encode_flags(flags: Sequence[str]) -> int:
+    return int(sum(FLAG_BITS[f] for f in set(flags)))
+
+
+def decode_flags(mask: int) -> list[str]:
+    return [name for name, bit in FLAG_BITS.items() if mask & bit]
+
+
+@dataclass(frozen=True)
+class RecommendOptions:
+    """Per-request filters and rerank knobs (None: the server's default)."""
+
+    include_categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()
+    exclude_items: tuple[str, ...] = ()
+    diversity: float | None = None  # 0 = pure relevance, 1 = pure diversity (MMR)
+    max_per_category: int | None = None  # business rule; 0 = no cap
+    temperature: float | None = None  # > 0: softmax sampling instead of deterministic top-K
+    seed: int | None = None  # sampling seed (deterministic sampling when set)
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {}
+        for key in ("include_categories", "exclude_categories", "exclude_items"):
+            if getattr(self, key):
+                data[key] = list(getattr(self, key))
+        for key in ("diversity", "max_per_category", "temperature", "seed"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> RecommendOptions:
+        """Parse what :meth:`to_json` wrote; raises ValueError naming the field on anything else."""
+        data = json.loads(raw or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError("options: expected a JSON object")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"options: unknown field {sorted(unknown)[0]}")
+        kwargs: dict[str, Any] = {}
+        for key in ("include_categories", "exclude_categories", "exclude_items"):
+            value = data.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"options.{key}: expected a list of strings")
+            kwargs[key] = tuple(value)
+        for key, kind in (("diversity", float), ("temperature", float), ("max_per_category", int), ("seed", int)):
+            value = data.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and value != int(value)):
+                raise ValueError(f"options.{key}: expected a number")
+            kwargs[key] = kind(value)
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class RecommendRequest:
+    user_id: str | None  # None or "": anonymous
+    k: int = 10
+    device: str = "unknown"
+    timestamp_ms: int | None = None  # None: now
+    options: RecommendOptions = field(default_factory=RecommendOptions)
+    timings: bool = False
+
+
+@dataclass(frozen=True)
+class RecommendResult:
+    items: list[str]
+    scores: list[float]
+    model_version: str
+    flags: list[str]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    source: str = "triton"  # triton | fallback | reference
+    fallback_reason: str | None = None
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+# -- popularity fallback -------------------------------------------------------------------------------------
+@dataclass
+class _PopularSnapshot:
+    version: str
+    item_ids: list[str]
+    categories: list[str]
+    category_idx: np.ndarray  # int64 [n_items]
+    order: np.ndarray  # item rows, most popular first
+
+
+class PopularityFallback:
+    """Popular items of the live export, with the request's filters applied; reloads when CURRENT changes."""
+
+    def __init__(self, export_root: Path, check_every_s: float = 5.0) -> None:
+        self.export_root = Path(export_root)
+        self.check_every_s = check_every_s
+        self._snapshot: _PopularSnapshot | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    def _load(self) -> _PopularSnapshot | None:
+        with self._lock:
+            if self._snapshot is not None and time.monotonic() - self._checked < self.check_every_s:
+                return self._snapshot
+            self._checked = time.monotonic()
+            try:
+                version = art.read_current(self.export_root)
+                if self._snapshot is not None and self._snapshot.version == version:
+                    return self._snapshot
+                directory = art.version_dir(self.export_root, version)
+                meta = art.load_metadata(directory)
+                maps = art.load_id_maps(directory, meta)
+                arrays = art.load_item_arrays(directory, meta)
+            except ArtifactError as exc:
+                log.warning("popularity fallback has no export: %s", exc)
+                return self._snapshot
+            order = np.argsort(-arrays.popularity, kind="stable")
+            self._snapshot = _PopularSnapshot(version, maps.item_ids, maps.categories, arrays.category_idx, order)
+            return self._snapshot
+
+    def recommend(self, request: RecommendRequest, reason: str) -> RecommendResult:
+        snap = self._load()
+        if snap is None:
+            return RecommendResult([], [], "", [POPULARITY_FALLBACK, MODEL_UNAVAILABLE], {}, "fallback", reason)
+        opts = request.options
+        include = {snap.categories.index(c) for c in opts.include_categories if c in snap.categories}
+        exclude = {snap.categories.index(c) for c in opts.exclude_categories if c in snap.categories}
+        excluded_items = set(opts.exclude_items)
+        items: list[str] = []
+        for row in snap.order:
+            cat = int(snap.category_idx[row])
+            if (opts.include_categories and cat not in include) or cat in exclude:
+                continue
+            item = snap.item_ids[row]
+            if item in excluded_items:
+                continue
+            items.append(item)
+            if len(items) >= request.k:
+                break
+        # Scores decrease with rank so that consumers ordering by score keep the popularity order.
+        scores = [1.0 / (rank + 1) for rank in range(len(items))]
+        return RecommendResult(items, scores, snap.version, [POPULARITY_FALLBACK], {}, "fallback", reason)
+
+
+# -- Triton gRPC clients --------------------------------------------------------------------------------------
+def build_inputs(request: RecommendRequest, infer_input: Any) -> list[Any]:
+    """tritonclient InferInput objects for one request (``infer_input`` is grpc's or grpc.aio's class)."""
+    ts = request.timestamp_ms if request.timestamp_ms is not None else now_ms()
+    arrays = {
+        IN_USER_ID: np.array([[(request.user_id or "").encode()]], dtype=np.object_),
+        IN_DEVICE: np.array([[request.device.encode()]], dtype=np.object_),
+        IN_TIMESTAMP_MS: np.array([[ts]], dtype=np.int64),
+        IN_K: np.array([[request.k]], dtype=np.int32),
+        IN_OPTIONS: np.array([[request.options.to_json().encode()]], dtype=np.object_),
+    }
+    inputs = []
+    for name, array in arrays.items():
+        dtype = "BYTES" if array.dtype == np.object_ else ("INT64" if array.dtype == np.int64 else "INT32")
+        tensor = infer_input(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+def parse_result(result: Any, timing_outputs: Sequence[str]) -> RecommendResult:
+    ids = result.as_numpy(OUT_ITEM_IDS)
+    scores = result.as_numpy(OUT_ITEM_SCORES)
+    items, values = [], []
+    for item, score in zip(ids.reshape(-1), scores.reshape(-1), strict=True):
+        if item:
+            items.append(item.decode() if isinstance(item, bytes) else str(item))
+            values.append(float(score))
+    version = result.as_numpy(OUT_MODEL_VERSION).reshape(-1)[0]
+    flags = decode_flags(int(result.as_numpy(OUT_FLAGS).reshape(-1)[0]))
+    timings = {}
+    for name in timing_outputs:
+        value = result.as_numpy(name)
+        if value is not None:
+            timings[name[len(TIMING_PREFIX) :].lower()] = float(value.reshape(-1)[0])
+    return RecommendResult(
+        items, values, version.decode() if isinstance(version, bytes) else str(version), flags, timings
+    )
+
+
+class _Breaker:
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        self.open_until = 0.0
+        self.last_error = ""
+
+    def allow(self) -> bool:
+        return time.monotonic() >= self.open_until
+
+    def trip(self, error: str) -> None:
+        self.open_until = time.monotonic() + self.retry_after_s
+        self.last_error = error
+
+
+class PipelineClient:
+    """Synchronous client (thread-safe: one channel shared by all threads)."""
+
+    def __init__(
+        self,
+        settings: TritonSettings | None = None,
+        export_root: Path | None = None,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.settings = settings or TritonSettings.load()
+        self._grpc = grpcclient
+        self._client = grpcclient.InferenceServerClient(self.settings.effective_grpc_url, verbose=False)
+        self.fallback = PopularityFallback(export_root or PathsSettings.load().export_root)
+        self._breaker = _Breaker(retry_after_s)
+        self._timing_outputs: list[str] | None = None
+
+    @property
+    def model(self) -> str:
+        return self.settings.ensemble_model
+
+    def _timings(self) -> list[str]:
+        if self._timing_outputs is None:
+            meta = self._client.get_model_metadata(
+                self.model, as_json=True, client_timeout=self.settings.request_timeout_s
+            )
+            self._timing_outputs = [o["name"] for o in meta["outputs"] if o["name"].startswith(TIMING_PREFIX)]
+        return self._timing_outputs
+
+    def recommend(self, request: RecommendRequest) -> RecommendResult:
+        if not self._breaker.allow():
+            return self.fallback.recommend(request, f"Triton unavailable: {self._breaker.last_error}")
+        try:
+            timing_outputs = self._timings() if request.timings else []
+            outputs = [
+                self._grpc.InferRequestedOutput(n)
+                for n in (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS, *timing_outputs)
+            ]
+            result = self._client.infer(
+                self.model,
+                build_inputs(request, self._grpc.InferInput),
+                outputs=outputs,
+                client_timeout=self.settings.request_timeout_s,
+            )
+            return parse_result(result, timing_outputs)
+        except Exception as exc:  # InferenceServerException, grpc errors, timeouts: all degrade the same way
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            log.warning("Triton inference failed, serving popular items: %s", reason)
+            self._breaker.trip(reason)
+            self._timing_outputs = None
+            return self.fallback.recommend(request, f"Triton unavailable: {reason}")
+
+    def ready(self) -> bool:
+        try:
+            return bool(self._client.is_model_ready(self.model, client_timeout=self.settings.request_timeout_s))
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class AsyncPipelineClient:
+    """asyncio client (FastAPI, the Faust worker): same behaviour as :class:`PipelineClient`."""
+
+    def __init__(
+        self,
+        settings: TritonSettings | None = None,
+        export_root: Path | None = None,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        import tritonclient.grpc.aio as aioclient
+
+        self.settings = settings or TritonSettings.load()
+        self._grpc = aioclient
+        self._client = aioclient.InferenceServerClient(self.settings.effective_grpc_url, verbose=False)
+        self.fallback = PopularityFallback(export_root or PathsSettings.load().export_root)
+        self._breaker = _Breaker(retry_after_s)
+        self._timing_outputs: list[str] | None = None
+
+    @property
+    def model(self) -> str:
+        return self.settings.ensemble_model
+
+    async def _timings(self) -> list[str]:
+        if self._timing_outputs is None:
+            meta = await self._client.get_model_metadata(
+                self.model, as_json=True, client_timeout=self.settings.request_timeout_s
+            )
+            self._timing_outputs = [o["name"] for o in meta["outputs"] if o["name"].startswith(TIMING_PREFIX)]
+        return self._timing_outputs
+
+    async def recommend(self, request: RecommendRequest) -> RecommendResult:
+        if not self._breaker.allow():
+            return self.fallback.recommend(request, f"Triton unavailable: {self._breaker.last_error}")
+        try:
+            timing_outputs = await self._timings() if request.timings else []
+            outputs = [
+                self._grpc.InferRequestedOutput(n)
+                for n in (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS, *timing_outputs)
+            ]
+            result = await self._client.infer(
+                self.model,
+                build_inputs(request, self._grpc.InferInput),
+                outputs=outputs,
+                client_timeout=self.settings.request_timeout_s,
+            )
+            return parse_result(result, timing_outputs)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            log.warning("Triton inference failed, serving popular items: %s", reason)
+            self._breaker.trip(reason)
+            self._timing_outputs = None
+            return self.fallback.recommend(request, f"Triton unavailable: {reason}")
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(self.model, client_timeout=self.settings.request_timeout_s))
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,157 @@
+"""Fixtures of the serving tests: a tiny export built with the trainer's own code, a throwaway Feast repository
+with the user stream view (names from streamrec.features), and pipeline configurations over them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from serving.pipeline.factory import StageConfig
+from serving.settings import ServingSettings
+from streamrec import artifacts as art
+from streamrec.features import (
+    FEAST_USER_ENTITY_KEY,
+    FEAST_USER_PUSH_SOURCE,
+    FEAST_USER_STREAM_VIEW,
+    USER_COUNT_FEATURES,
+)
+from streamrec.settings import BloomSettings
+from trainer.data import synthetic
+from trainer.settings import TrainerSettings
+from trainer.train.full import run_full
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused at once
+RECENT_ITEMS = "recent_items"
+
+
+def trainer_settings(tmp: Path, seed: int = 7) -> TrainerSettings:
+    return TrainerSettings(
+        device="cpu",
+        seed=seed,
+        progress=False,
+        retrieval_epochs=1,
+        ranker_epochs=1,
+        batch_size=256,
+        embedding_dim=16,
+        id_dim=16,
+        text_dim=8,
+        image_dim=0,
+        cache_dir=tmp / "cache",
+        checkpoint_dir=tmp / f"checkpoints-{seed}",
+        num_threads=1,
+    )
+
+
+def train_version(data_root: Path, export_root: Path, tmp: Path, seed: int) -> str:
+    """Train and publish one version with the trainer's own code; returns its name (now CURRENT)."""
+    summary = run_full(data_root, export_root, trainer_settings(tmp, seed))
+    assert summary.version is not None
+    return summary.version
+
+
+@pytest.fixture(scope="session")
+def serving_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serving")
+
+
+@pytest.fixture(scope="session")
+def data_root(serving_tmp: Path) -> Path:
+    root = serving_tmp / "data"
+    config = synthetic.SyntheticConfig.preset("tiny", seed=11).with_sizes(users=400, items=150, events=6_000, days=5)
+    synthetic.prepare(root, config)
+    return root
+
+
+@pytest.fixture(scope="session")
+def export_root(data_root: Path, serving_tmp: Path) -> Path:
+    root = serving_tmp / "exports"
+    train_version(data_root, root, serving_tmp, seed=7)
+    return root
+
+
+@pytest.fixture(scope="session")
+def export_dir(export_root: Path) -> Path:
+    return art.current_dir(export_root)
+
+
+def make_config(export_dir: Path, redis_url: str, feast_repo: Path | None, project: str = "none") -> StageConfig:
+    serving = ServingSettings(
+        feast_repo=feast_repo or Path("/nonexistent-feast-repo"), feast_project=project, features_enabled=True
+    )
+    return StageConfig(
+        export_dir=export_dir,
+        export_version=export_dir.name,
+        serving=serving,
+        bloom=BloomSettings(),
+        redis_url=redis_url,
+    )
+
+
+FEATURE_STORE_YAML = """project: {project}
+provider: local
+registry: {registry}
+online_store:
+  type: redis
+  connection_string: "{connection}"
+offline_store:
+  type: file
+entity_key_serialization_version: 3
+"""
+
+
+@pytest.fixture(scope="session")
+def feast_repo(stack: Any, serving_tmp: Path) -> Iterator[tuple[Path, str]]:
+    """A Feast repository with the user stream view, applied on the test stack's Valkey; (path, project)."""
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, PushSource, ValueType
+    from feast.types import Array, Int64, String
+
+    from serving.pipeline.stores import feast_connection_string
+
+    project = f"srtest_{uuid.uuid4().hex[:8]}"
+    repo = serving_tmp / "feature_repo"
+    repo.mkdir()
+    (repo / "feature_store.yaml").write_text(
+        FEATURE_STORE_YAML.format(
+            project=project,
+            registry=repo / "registry.db",
+            connection=feast_connection_string(stack.redis.effective_url),
+        )
+    )
+    user = Entity(name="user", join_keys=[FEAST_USER_ENTITY_KEY], value_type=ValueType.STRING)
+    source = PushSource(
+        name=FEAST_USER_PUSH_SOURCE,
+        batch_source=FileSource(name="user_offline", path=str(repo / "user.parquet"), timestamp_field="ts"),
+    )
+    view = FeatureView(
+        name=FEAST_USER_STREAM_VIEW,
+        entities=[user],
+        ttl=timedelta(days=7),
+        schema=[
+            *(Field(name=n, dtype=Int64) for n in USER_COUNT_FEATURES),
+            Field(name=RECENT_ITEMS, dtype=Array(String)),
+        ],
+        source=source,
+        online=True,
+    )
+    store = FeatureStore(repo_path=str(repo))
+    store.apply([user, source, view])
+    yield repo, project
+    store.teardown()
+
+
+def push_user_features(repo: Path, rows: list[dict[str, Any]]) -> None:
+    """Write user stream rows ({user_id, recent_items, <counts>...}) to the online store."""
+    from feast import FeatureStore
+
+    frame = pd.DataFrame(rows)
+    for name in USER_COUNT_FEATURES:
+        if name not in frame:
+            frame[name] = 0
+    frame["ts"] = datetime.now(UTC)
+    FeatureStore(repo_path=str(repo)).write_to_online_store(FEAST_USER_STREAM_VIEW, frame)

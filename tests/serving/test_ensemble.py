@@ -1,0 +1,146 @@
+"""The Triton ensemble against the pure-Python reference on the same export, stores and requests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving.pipeline.reference import ReferencePipeline
+from serving.repository import ModelControl, prepare
+from serving.settings import ServingSettings
+from streamrec import artifacts as art
+from streamrec.bloom.store import SeenItemStore
+from streamrec.pipeline_client import (
+    BLOOM_UNAVAILABLE,
+    FEATURES_UNAVAILABLE,
+    POPULARITY_FALLBACK,
+    SAMPLED,
+    UNKNOWN_USER,
+    PipelineClient,
+    RecommendOptions,
+    RecommendRequest,
+)
+from streamrec.settings import BloomSettings, TritonSettings
+from tests.serving.conftest import make_config, push_user_features
+
+T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
+
+
+@pytest.fixture(scope="module")
+def served(stack: Any, triton: TritonSettings, export_root: Path, feast_repo: tuple[Path, str]) -> dict[str, Any]:
+    """Prepare the test Triton's repository for the tiny export; the reference built from the same config."""
+    repo, project = feast_repo
+    serving = ServingSettings(feast_repo=repo, feast_project=project, reload_grace_s=0.2)
+    control = ModelControl(triton.http_url)
+    result = prepare(
+        triton.model_repository,
+        export_root,
+        ensemble=triton.ensemble_model,
+        serving=serving,
+        bloom=BloomSettings(),
+        redis_url=stack.redis.effective_url,
+        control=control,
+    )
+    control.close()
+    assert result.loaded
+    export_dir = art.current_dir(export_root)
+    reference = ReferencePipeline(make_config(export_dir, stack.redis.effective_url, repo, project))
+    client = PipelineClient(triton, export_root=export_root)
+    seen = SeenItemStore.connect(stack.redis, BloomSettings())
+    return {"reference": reference, "client": client, "seen": seen, "export_dir": export_dir}
+
+
+def test_ensemble_equals_reference(served: dict[str, Any], feast_repo: tuple[Path, str], unique_id: str) -> None:
+    reference: ReferencePipeline = served["reference"]
+    client: PipelineClient = served["client"]
+    users = reference.export.id_maps.user_ids
+    items = reference.export.id_maps.item_ids
+    # Stream features for some users (the rest have none in Feast): recent items change the query.
+    push_user_features(
+        feast_repo[0],
+        [
+            {"user_id": users[i], "recent_items": items[i : i + 5], "view_count_24h": i, "click_count_7d": 2}
+            for i in range(0, 12, 2)
+        ],
+    )
+    categories = reference.export.id_maps.categories
+    requests = [
+        RecommendRequest(user_id=users[i], k=10, device="mobile", timestamp_ms=T0 + i * 3_600_000) for i in range(12)
+    ]
+    requests += [
+        RecommendRequest(user_id=None, k=5, device="desktop", timestamp_ms=T0),
+        RecommendRequest(user_id=f"new-{unique_id}", k=8, device="tablet", timestamp_ms=T0),
+        RecommendRequest(users[1], 10, "mobile", T0, RecommendOptions(include_categories=tuple(categories[1:4]))),
+        RecommendRequest(users[2], 10, "mobile", T0, RecommendOptions(exclude_categories=tuple(categories[1:6]))),
+        RecommendRequest(users[3], 10, "mobile", T0, RecommendOptions(exclude_items=tuple(items[:50]))),
+        RecommendRequest(users[4], 10, "mobile", T0, RecommendOptions(diversity=0.6, max_per_category=2)),
+        RecommendRequest(users[5], 10, "mobile", T0, RecommendOptions(temperature=0.5, seed=3)),
+        RecommendRequest(users[6], 100, "unknown", T0),
+    ]
+    for request in requests:
+        expected = reference.recommend(request)
+        got = client.recommend(request)
+        assert got.source == "triton", got.fallback_reason
+        assert got.items == expected.items, request
+        assert got.scores == pytest.approx(expected.scores, rel=1e-4, abs=1e-6)
+        assert got.flags == expected.flags
+        assert got.model_version == expected.model_version == reference.version
+    assert UNKNOWN_USER in client.recommend(requests[13]).flags
+    assert SAMPLED in client.recommend(requests[-2]).flags
+    assert not {FEATURES_UNAVAILABLE, BLOOM_UNAVAILABLE, POPULARITY_FALLBACK} & set(client.recommend(requests[0]).flags)
+
+
+def test_anonymous_user_gets_results_with_timings(served: dict[str, Any]) -> None:
+    result = served["client"].recommend(RecommendRequest(user_id=None, k=10, timings=True))
+    assert len(result.items) == 10 and len(set(result.items)) == 10
+    assert result.flags == []
+    assert set(result.timings_ms) >= {"context", "user_features", "query_tower", "retrieval", "ranker", "rerank"}
+    assert all(v >= 0 for v in result.timings_ms.values())
+
+
+def test_seen_and_disliked_items_never_appear(served: dict[str, Any], unique_id: str) -> None:
+    client: PipelineClient = served["client"]
+    reference: ReferencePipeline = served["reference"]
+    user = f"seen-{unique_id}"
+    first = client.recommend(RecommendRequest(user_id=user, k=20, timestamp_ms=T0))
+    assert len(first.items) == 20
+    # The Bloom filter holds every item the user interacted with, dislikes included (streams worker's job).
+    seen = first.items[:7] + first.items[15:]
+    served["seen"].add({user: seen})
+    for k in (10, 20, 100):
+        request = RecommendRequest(user_id=user, k=k, timestamp_ms=T0)
+        after = client.recommend(request)
+        assert not set(seen) & set(after.items)
+        assert after.items == reference.recommend(request).items
+    # The unseen ones keep their relative order.
+    kept = [i for i in first.items if i not in seen]
+    again = client.recommend(RecommendRequest(user_id=user, k=20, timestamp_ms=T0)).items
+    assert again[: len(kept)] == kept
+
+
+def test_filters_and_exclusions_hold(served: dict[str, Any]) -> None:
+    client: PipelineClient = served["client"]
+    export = served["reference"].export
+    categories = export.id_maps.categories
+    category_of = {
+        item: categories[c] for item, c in zip(export.id_maps.item_ids, export.items.category_idx, strict=True)
+    }
+    include = tuple(categories[1:3])
+    result = client.recommend(
+        RecommendRequest(user_id=None, k=30, options=RecommendOptions(include_categories=include))
+    )
+    assert result.items and all(category_of[i] in include for i in result.items)
+    exclude = tuple(categories[1:10])
+    result = client.recommend(
+        RecommendRequest(user_id=None, k=30, options=RecommendOptions(exclude_categories=exclude))
+    )
+    assert result.items and not any(category_of[i] in exclude for i in result.items)
+    top = client.recommend(RecommendRequest(user_id=None, k=10)).items
+    result = client.recommend(RecommendRequest(user_id=None, k=10, options=RecommendOptions(exclude_items=tuple(top))))
+    assert len(result.items) == 10 and not set(top) & set(result.items)
+    none = client.recommend(
+        RecommendRequest(user_id=None, k=10, options=RecommendOptions(include_categories=("no-such",)))
+    )
+    assert none.items == [] and none.source == "triton"
