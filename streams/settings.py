@@ -38,7 +38,9 @@ class StreamsSettings(ComponentSettings):
     by_item_topic: str | None = Field(
         None, description="Internal topic repartitioning events by item id; unset: '<app_id>-by-item'."
     )
-    web_host: str = Field("127.0.0.1", description="Bind address of the worker's web server (/metrics).")
+    web_host: str = Field(
+        "0.0.0.0", description="Bind address of the worker's web server (/metrics; read-only, probes use it)."
+    )
     web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server (/metrics).")
     data_dir: Path = Field(Path(".streamrec/faust"), description="Faust's data directory (one folder per app id).")
     batch_max_events: int = Field(1000, ge=1, description="Largest batch taken from the stream at once.")
@@ -46,6 +48,9 @@ class StreamsSettings(ComponentSettings):
         20, ge=1, description="Longest wait for a batch to fill; bounds the latency a batch adds."
     )
     commit_interval_s: float = Field(1.0, gt=0, description="How often processed offsets are committed.")
+    session_timeout_s: float = Field(
+        10.0, ge=6, description="Group session timeout: how soon a dead worker's partitions move to another."
+    )
     dedupe_max_events: int = Field(
         1000, ge=1, description="Event ids remembered per user for de-duplication (most recent kept)."
     )
@@ -63,8 +68,13 @@ class StreamsSettings(ComponentSettings):
     feast_project: str = Field(
         "streamrec", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$", description="Feast project (namespaces online rows)."
     )
-    feast_registry: Path = Field(
-        Path(".streamrec/feast/registry.db"), description="Feast registry file written by 'streamrec features apply'."
+    feast_registry: Path | None = Field(
+        None,
+        description="Feast registry file ('streamrec features apply' writes it); unset: feature_store.yaml's.",
+    )
+    feast_write: Literal["direct", "push"] = Field(
+        "direct",
+        description="direct: push sources' views via Feast's online-store writer (fast); push: FeatureStore.push.",
     )
     feast_flush_ms: int = Field(100, ge=1, description="Longest a feature row waits before it is pushed.")
     feast_flush_rows: int = Field(500, ge=1, description="Rows per push call; a full buffer is pushed at once.")
@@ -84,6 +94,7 @@ class StreamsSettings(ComponentSettings):
     )
     lag_interval_s: float = Field(1.0, gt=0, description="How often the consumer-lag gauges are refreshed.")
     retry_max_backoff_s: float = Field(5.0, gt=0, description="Longest wait between retries of a failing store.")
+    uvloop: bool = Field(True, description="Run the worker's event loop on uvloop.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Worker log level.")
 
     def interactions(self, kafka: KafkaSettings) -> str:

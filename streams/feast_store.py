@@ -1,0 +1,271 @@
+"""Feast I/O adapter: open the feature repository with streamrec's settings, push rows, apply the repo.
+
+``feature_repo/feature_store.yaml`` carries the local stack's defaults; here the project, registry and
+Redis connection are overridden from settings (``REDIS_URL`` honoured), so tests and deployments point
+the same repository at their own store. Feast is imported lazily: it takes seconds to import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pandas as pd
+import yaml
+
+from streamrec.archive import ITEMS_FILE, USERS_FILE, read_items, read_users
+from streamrec.errors import ConfigError, DataError, StoreUnavailableError
+from streamrec.features import FEAST_ITEM_ENTITY_KEY, FEAST_USER_ENTITY_KEY
+from streamrec.settings import PathsSettings, RedisSettings
+from streams.feast_schema import ITEM_CONTENT_VIEW, PROFILE_PREFIX, TIMESTAMP_FIELD, USER_PROFILE_VIEW
+from streams.settings import StreamsSettings
+
+#: Batch rows are valid from this instant on (profiles and item content carry no time of their own).
+BATCH_VALID_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+OFFLINE_DIR = "feast"  # under the archive root: the offline store's files
+
+
+def feast_connection_string(redis_url: str) -> str:
+    """``redis[s]://[user:password@]host:port/db`` -> Feast's ``host:port,db=N,password=...,ssl=true``."""
+    parts = urlsplit(redis_url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(f"expected a redis:// or rediss:// URL, got {parts.scheme}://", source="REDIS_URL")
+    out = [f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"]
+    db = parts.path.lstrip("/")
+    if db:
+        out.append(f"db={int(db)}")
+    if parts.username and parts.username != "default":
+        out.append(f"username={unquote(parts.username)}")
+    if parts.password:
+        password = unquote(parts.password)
+        if "," in password:  # Feast splits its connection string on commas
+            raise ConfigError("Feast cannot use a Redis password containing ','", source="REDIS_URL")
+        out.append(f"password={password}")
+    if parts.scheme == "rediss":
+        out.append("ssl=true")
+    return ",".join(out)
+
+
+def repo_config_dict(streams: StreamsSettings, redis: RedisSettings) -> dict[str, Any]:
+    path = streams.feast_repo / "feature_store.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no feature_store.yaml in {streams.feast_repo}", source="STREAMREC_STREAMS_FEAST_REPO")
+    raw = yaml.safe_load(path.read_text())
+    raw["project"] = streams.feast_project
+    registry = streams.feast_registry if streams.feast_registry is not None else Path(str(raw["registry"]))
+    if not registry.is_absolute():
+        registry = (streams.feast_repo / registry) if streams.feast_registry is None else registry.resolve()
+    raw["registry"] = str(registry)
+    raw["online_store"] = {**raw["online_store"], "connection_string": feast_connection_string(redis.effective_url)}
+    return raw
+
+
+def open_store(streams: StreamsSettings, redis: RedisSettings) -> Any:
+    """A ``feast.FeatureStore`` on the repository, with the overrides applied."""
+    from feast import FeatureStore, RepoConfig
+
+    raw = repo_config_dict(streams, redis)
+    Path(raw["registry"]).parent.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(**raw)
+    config.repo_path = streams.feast_repo
+    return FeatureStore(repo_path=str(streams.feast_repo), config=config)
+
+
+class FeastPush:
+    """Push function ``push``: ``FeatureStore.push`` of a DataFrame through the push source (online only)."""
+
+    def __init__(self, store: Any) -> None:
+        from feast.data_source import PushMode
+
+        self.store = store
+        self.mode = PushMode.ONLINE
+
+    def __call__(self, source: str, rows: list[dict[str, Any]]) -> None:
+        self.store.push(source, pd.DataFrame(rows), to=self.mode)
+
+
+def _encoder(dtype: Any) -> Callable[[Any], Any]:
+    from feast.protos.feast.types.Value_pb2 import StringList
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+    from feast.types import Array, Float32, Float64, Int32, Int64, String
+
+    if dtype == Int64:
+        return lambda v: ValueProto(int64_val=int(v))
+    if dtype == Int32:
+        return lambda v: ValueProto(int32_val=int(v))
+    if dtype in (Float64, Float32):
+        return lambda v: ValueProto(double_val=float(v)) if dtype == Float64 else ValueProto(float_val=float(v))
+    if dtype == String:
+        return lambda v: ValueProto(string_val=str(v))
+    if dtype == Array(String):
+        return lambda v: ValueProto(string_list_val=StringList(val=[str(x) for x in v]))
+    raise ConfigError(f"no fast encoder for Feast type {dtype}", source="STREAMREC_STREAMS_FEAST_WRITE")
+
+
+class FeastDirectWrite:
+    """Push function ``direct``: the push sources' feature views written with Feast's own online-store writer.
+
+    ``FeatureStore.push`` spends most of its time outside the store: a registry lookup per call, a
+    DataFrame -> Arrow -> protobuf conversion column by column. This path resolves the views of each push
+    source once and builds the protobuf values straight from the row dicts, then calls the provider's
+    ``online_write_batch`` -- the same call ``push`` ends in, so the stored rows are byte-identical
+    (tests/streams compare both paths through ``get_online_features``).
+    """
+
+    def __init__(self, store: Any, sources: Sequence[str]) -> None:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+        self.store = store
+        self.provider = store._get_provider()
+        self._entity_key = EntityKey
+        self._value = ValueProto
+        self.views: dict[str, list[tuple[Any, str, list[tuple[str, Callable[[Any], Any]]]]]] = {}
+        for fv in store.list_feature_views():
+            source = getattr(fv, "stream_source", None)
+            if source is None or source.name not in sources:
+                continue
+            join_keys = [col.name for col in fv.entity_columns]
+            if len(join_keys) != 1:
+                raise ConfigError(f"view {fv.name} has {len(join_keys)} join keys; expected 1", source="feature_repo")
+            encoders = [(f.name, _encoder(f.dtype)) for f in fv.features]
+            self.views.setdefault(source.name, []).append((fv, join_keys[0], encoders))
+        missing = [s for s in sources if s not in self.views]
+        if missing:
+            raise ConfigError(f"push sources {missing} have no feature view; run: streamrec features apply")
+
+    def __call__(self, source: str, rows: list[dict[str, Any]]) -> None:
+        value, entity_key = self._value, self._entity_key
+        for fv, join_key, encoders in self.views[source]:
+            data = [
+                (
+                    entity_key(join_keys=[join_key], entity_values=[value(string_val=row[join_key])]),
+                    {name: enc(row[name]) for name, enc in encoders},
+                    row[TIMESTAMP_FIELD],
+                    None,
+                )
+                for row in rows
+            ]
+            self.provider.online_write_batch(self.store.config, fv, data, progress=None)
+
+
+# ---------------------------------------------------------------------------------------------------- apply
+
+
+def _ref(payload: object) -> str:
+    """Content address of an embedding's input: the same text or image always maps to the same ref."""
+    if payload is None or (isinstance(payload, float) and pd.isna(payload)):
+        return ""
+    data = payload.encode() if isinstance(payload, str) else bytes(payload)  # type: ignore[call-overload]
+    return f"sha256:{hashlib.sha256(data).hexdigest()}" if data else ""
+
+
+def item_content_frame(items: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            FEAST_ITEM_ENTITY_KEY: items["item_id"].astype(str),
+            "category": items["category"].fillna("unknown").astype(str),
+            "price": pd.to_numeric(items["price"], errors="coerce").fillna(0.0).astype("float64"),
+            "text_embedding_ref": [_ref(t) for t in items["text"]],
+            "image_embedding_ref": [_ref(p) for p in items["image_png"]],
+            TIMESTAMP_FIELD: BATCH_VALID_FROM,
+        }
+    )
+
+
+def user_profile_frame(users: pd.DataFrame) -> pd.DataFrame:
+    frame = pd.DataFrame({FEAST_USER_ENTITY_KEY: users["user_id"].astype(str)})
+    for col in sorted(c for c in users.columns if c.startswith(PROFILE_PREFIX)):
+        frame[col] = users[col].astype("string").fillna("").astype(str)
+    frame[TIMESTAMP_FIELD] = BATCH_VALID_FROM
+    return frame
+
+
+def load_definitions(repo: Path) -> Callable[..., list[Any]]:
+    path = repo / "definitions.py"
+    spec = importlib.util.spec_from_file_location("streamrec_feature_repo_definitions", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load {path}", source="STREAMREC_STREAMS_FEAST_REPO")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    build: Callable[..., list[Any]] = module.build_objects
+    return build
+
+
+@dataclass
+class ApplySummary:
+    project: str
+    registry: str
+    objects: list[str]
+    tables_from: str | None
+    materialized: dict[str, int] = field(default_factory=dict)
+
+
+def _tables_root(paths: PathsSettings, dataset: str | None) -> Path | None:
+    if dataset:
+        root = paths.dataset_root(dataset)
+        if not (root / ITEMS_FILE).is_file():
+            raise DataError(f"dataset {dataset!r} is not prepared at {root}; run: streamrec data prepare")
+        return root
+    if (paths.archive_root / ITEMS_FILE).is_file():
+        return paths.archive_root
+    return None
+
+
+def apply_repo(
+    streams: StreamsSettings,
+    redis: RedisSettings,
+    paths: PathsSettings,
+    dataset: str | None = None,
+    materialize: bool = False,
+    echo: Callable[[str], None] = lambda _: None,
+) -> ApplySummary:
+    """Write the offline tables, apply every object, optionally load the batch views into the online store.
+
+    The batch views' tables come from ``--dataset``'s root, else the archive root when it holds an
+    items.parquet; without either, only the stream views (and their entities) are applied.
+    """
+    offline = paths.archive_root / OFFLINE_DIR
+    root = _tables_root(paths, dataset)
+    profile_fields: Sequence[str] = ()
+    frames: dict[str, pd.DataFrame] = {}
+    if root is not None:
+        offline.mkdir(parents=True, exist_ok=True)
+        frames[ITEM_CONTENT_VIEW] = item_content_frame(read_items(root))
+        if (root / USERS_FILE).is_file():
+            frames[USER_PROFILE_VIEW] = user_profile_frame(read_users(root))
+            profile_fields = [c for c in frames[USER_PROFILE_VIEW].columns if c.startswith(PROFILE_PREFIX)]
+        for name, frame in frames.items():
+            frame.to_parquet(offline / f"{name}.parquet", index=False)
+        echo(f"offline tables from {root} written to {offline}")
+    objects = load_definitions(streams.feast_repo)(paths.archive_root.resolve(), offline.resolve(), profile_fields)
+    if root is None:
+        # No tables to back the batch views: apply the streaming side only.
+        objects = [o for o in objects if getattr(o, "name", "") not in (USER_PROFILE_VIEW, ITEM_CONTENT_VIEW)]
+        echo("no items.parquet in the archive root and no --dataset: batch views skipped")
+    if USER_PROFILE_VIEW not in frames:
+        objects = [o for o in objects if getattr(o, "name", "") != USER_PROFILE_VIEW]
+    store = open_store(streams, redis)
+    try:
+        store.apply(objects, partial=True)
+    except Exception as exc:  # Feast raises assorted types (registry, validation, Redis)
+        raise StoreUnavailableError(f"feast apply failed: {str(exc).splitlines()[0][:300]}") from None
+    summary = ApplySummary(
+        streams.feast_project,
+        str(store.config.registry.path if hasattr(store.config.registry, "path") else store.config.registry),
+        sorted(f"{type(o).__name__}:{o.name}" for o in objects),
+        str(root) if root is not None else None,
+    )
+    if materialize:
+        for name, frame in frames.items():
+            for start in range(0, len(frame), 5000):
+                store.write_to_online_store(name, frame.iloc[start : start + 5000].reset_index(drop=True))
+            summary.materialized[name] = len(frame)
+            echo(f"loaded {len(frame)} rows of {name} into the online store")
+    return summary

@@ -1,0 +1,265 @@
+"""The worker's two batch processors, as I/O orchestration around the pure planning in :mod:`streams.batch`.
+
+They know nothing of Faust: the state tables, topic senders, Bloom store, Feast pusher and refresher
+come in through small protocols, and the Faust agents (``streams.app``) only adapt to them. Order of
+effects for one batch of interactions, and why:
+
+1. decode + validate; rejects to the DLQ (sent through the same producer, so flushed before any commit);
+2. per user: apply to the state, write the state once (counters and dedupe markers in one changelog
+   message, bound to the partition of the user's last event in the batch);
+3. one pipelined Bloom write for the whole batch (retried until it succeeds);
+4. forward de-duplicated events to the by-item topic in bundles;
+5. hand the feature rows to the pusher with ``release``: the batch's offsets become committable only
+   once the rows are pushed (at-least-once for every side effect; idempotent on re-read);
+6. schedule recommendation refreshes (best effort).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from streamrec.client.dlq import dead_letter_bytes
+from streamrec.errors import InvalidEventError
+from streamrec.features import FEAST_ITEM_PUSH_SOURCE, FEAST_USER_PUSH_SOURCE
+from streamrec.schemas.codec import check_key_matches, decode_interaction
+from streamrec.schemas.events import EventContext
+from streams.batch import (
+    ItemBundle,
+    bundle_forwards,
+    decode_bundle,
+    encode_bundle,
+    group_bundles_by_item,
+    plan_item,
+    plan_user,
+    to_record,
+)
+from streams.feast_schema import item_row, user_row
+from streams.metrics import WorkerMetrics
+from streams.recs import Trigger
+from streams.state import DedupeLimits, EventRecord, ItemState, UserState
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+T = TypeVar("T")
+Release = Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message as read: raw bytes and position, plus the transport's handle (a Faust event)."""
+
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+    handle: Any = None
+
+
+class StateTable(Protocol[S]):
+    def get(self, key: str) -> S | None: ...
+
+    def put(self, key: str, value: S, handle: Any) -> None:
+        """Store ``value``; ``handle`` is the message whose partition the write belongs to."""
+
+
+class Send(Protocol):
+    async def __call__(self, key: bytes | None, value: bytes, partition: int | None = None) -> None: ...
+
+
+class BloomPort(Protocol):
+    async def add(self, items_by_user: Mapping[str, Sequence[str]]) -> None: ...
+
+
+class PusherPort(Protocol):
+    async def submit(self, source: str, rows: Mapping[str, dict[str, Any]], events: int, release: Release) -> None: ...
+
+
+class ScoresPort(Protocol):
+    async def update(self, scores: Mapping[str, float]) -> None: ...
+
+
+class RefresherPort(Protocol):
+    def notify_many(self, triggers: Sequence[tuple[str, Trigger]]) -> None: ...
+
+
+async def retrying(op: Callable[[], Awaitable[T]], store: str, metrics: WorkerMetrics, max_backoff_s: float) -> T:
+    """Run ``op`` until it succeeds: an unreachable store stalls the stream instead of losing effects."""
+    backoff = 0.05
+    while True:
+        try:
+            return await op()
+        except Exception as exc:  # redis / network errors of any kind
+            metrics.store_errors.labels(store).inc()
+            log.warning("%s call failed (%s); retrying in %.2fs", store, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
+
+
+class InteractionsProcessor:
+    def __init__(
+        self,
+        *,
+        topic: str,
+        users: StateTable[UserState],
+        dlq: Send,
+        forward: Send,
+        bloom: BloomPort,
+        metrics: WorkerMetrics,
+        category_of: Callable[[str], str],
+        limits: DedupeLimits,
+        by_item_partitions: int,
+        pusher: PusherPort | None = None,
+        refresher: RefresherPort | None = None,
+        component: str = "streamrec-worker",
+        max_event_bytes: int = 16_384,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.topic = topic
+        self.users = users
+        self.dlq = dlq
+        self.forward = forward
+        self.bloom = bloom
+        self.metrics = metrics
+        self.category_of = category_of
+        self.limits = limits
+        self.by_item_partitions = by_item_partitions
+        self.pusher = pusher
+        self.refresher = refresher
+        self.component = component
+        self.max_event_bytes = max_event_bytes
+        self.max_backoff_s = max_backoff_s
+
+    async def process(self, batch: Sequence[Incoming], release: Release) -> None:
+        began = time.perf_counter()
+        m = self.metrics
+        m.events_in.inc(len(batch))
+        by_user: dict[str, list[tuple[EventRecord, Incoming]]] = {}
+        contexts: dict[int, EventContext] = {}
+        for msg in batch:
+            try:
+                event = decode_interaction(msg.value or b"", self.max_event_bytes)
+                check_key_matches(event, msg.key)
+            except InvalidEventError as exc:
+                m.events_invalid.labels(exc.field).inc()
+                payload = dead_letter_bytes(
+                    exc, msg.value, msg.key, self.topic, msg.partition, msg.offset, self.component
+                )
+                await self.dlq(msg.key, payload)
+                continue
+            rec = to_record(event, msg.partition, msg.offset)
+            contexts[rec.event_id] = event.context
+            by_user.setdefault(rec.user_id, []).append((rec, msg))
+
+        bloom: dict[str, list[str]] = {}
+        forwards: list[EventRecord] = []
+        rows: dict[str, dict[str, Any]] = {}
+        triggers: list[tuple[str, EventRecord]] = []
+        computed_at = datetime.now(UTC)
+        for user_id, pairs in by_user.items():
+            state, effect = plan_user(self.users.get(user_id), [r for r, _ in pairs], self.category_of, self.limits)
+            if effect.changed:
+                self.users.put(user_id, state, pairs[-1][1].handle)
+            if effect.duplicates:
+                m.events_deduped.inc(effect.duplicates)
+            if effect.reprocessed:
+                m.events_reprocessed.inc(effect.reprocessed)
+            if effect.stale:
+                m.events_stale.inc(effect.stale)
+            if effect.bloom_items:
+                bloom[user_id] = effect.bloom_items
+            forwards.extend(effect.forwards)
+            if effect.features is not None:
+                rows[user_id] = user_row(user_id, effect.features, computed_at)
+            if effect.trigger is not None:
+                triggers.append((user_id, effect.trigger))
+
+        if bloom:
+            bloom_began = time.perf_counter()
+            await retrying(lambda: self.bloom.add(bloom), "redis", m, self.max_backoff_s)
+            m.bloom_seconds.observe(time.perf_counter() - bloom_began)
+        for dest, bundles in bundle_forwards(forwards, self.by_item_partitions).items():
+            for bundle in bundles:
+                await self.forward(None, encode_bundle(bundle), dest)
+        if self.pusher is not None:
+            await self.pusher.submit(FEAST_USER_PUSH_SOURCE, rows, len(batch), release)
+        else:
+            release()
+        if self.refresher is not None and triggers:
+            # After the Bloom write: a refresh must already exclude the items of these events.
+            now = time.monotonic()
+            self.refresher.notify_many(
+                [(u, Trigger(_uuid(t.event_id), contexts[t.event_id], t.ts_ms, now)) for u, t in triggers]
+            )
+        done = time.time()
+        for rec_pairs in by_user.values():
+            for rec, _ in rec_pairs:
+                m.event_age.observe(max(done - rec.ts_ms / 1000.0, 0.0))
+        m.batch_size.labels("interactions").observe(len(batch))
+        m.batch_seconds.labels("interactions").observe(time.perf_counter() - began)
+
+
+def _uuid(value: int) -> str:
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class ItemsProcessor:
+    def __init__(
+        self,
+        *,
+        items: StateTable[ItemState],
+        metrics: WorkerMetrics,
+        scores: ScoresPort | None = None,
+        pusher: PusherPort | None = None,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.items = items
+        self.metrics = metrics
+        self.scores = scores
+        self.pusher = pusher
+        self.max_backoff_s = max_backoff_s
+
+    async def process(self, batch: Sequence[Incoming], release: Release) -> None:
+        began = time.perf_counter()
+        bundles: list[ItemBundle] = []
+        handle_of_item: dict[str, Any] = {}
+        for msg in batch:
+            try:
+                bundle = decode_bundle(msg.value or b"")
+            except InvalidEventError as exc:
+                # Internal topic: only this worker writes it, so this is a bug or a foreign writer. The
+                # events it stood for were counted per user already; log loudly and go on.
+                log.error("skipping by-item message at %d/%d: %s", msg.partition, msg.offset, exc)
+                self.metrics.events_invalid.labels(exc.field).inc()
+                continue
+            bundles.append(bundle)
+            for entry in bundle.entries:
+                handle_of_item[entry.item_id] = msg.handle
+        rows: dict[str, dict[str, Any]] = {}
+        scores: dict[str, float] = {}
+        computed_at = datetime.now(UTC)
+        for item_id, entries in group_bundles_by_item(bundles).items():
+            state, effect = plan_item(self.items.get(item_id), entries)
+            if effect.skipped:
+                self.metrics.item_entries_skipped.inc(effect.skipped)
+            if effect.features is None:
+                continue
+            self.items.put(item_id, state, handle_of_item[item_id])
+            rows[item_id] = item_row(item_id, effect.features, computed_at)
+            scores[item_id] = effect.features.popularity_24h
+        if scores and self.scores is not None:
+            scores_port = self.scores
+            await retrying(lambda: scores_port.update(scores), "redis", self.metrics, self.max_backoff_s)
+        if self.pusher is not None:
+            await self.pusher.submit(FEAST_ITEM_PUSH_SOURCE, rows, len(batch), release)
+        else:
+            release()
+        self.metrics.batch_size.labels("items").observe(len(batch))
+        self.metrics.batch_seconds.labels("items").observe(time.perf_counter() - began)

@@ -1,0 +1,304 @@
+"""Recommendation refresh: which users to refresh when (debounced), and where recommendations come from.
+
+:class:`RefreshSchedule` is pure: a user with new events is refreshed at once unless they were refreshed
+less than ``debounce`` ago, in which case one refresh is due when the interval has passed (carrying the
+latest trigger, so the message reflects every event up to then).
+
+Sources implement :class:`RecommendationSource`. :class:`PipelineSource` calls serving's Triton ensemble
+through ``streamrec.pipeline_client``; :class:`StreamingPopularity` is the fallback built from the
+worker's own item statistics (a Redis sorted set of 24 h trending-weighted activity kept by the item
+agent), minus the items in the user's Bloom filter, flagged ``popularity_fallback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import importlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from streamrec.bloom import AsyncSeenItemStore
+from streamrec.schemas.events import EventContext, RecommendationMessage, RecommendedItem
+
+log = logging.getLogger(__name__)
+
+POPULARITY_FALLBACK = "popularity_fallback"
+POPULARITY_VERSION = "popularity-fallback"
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """The event a refresh answers: the latest new event of the user when the refresh runs."""
+
+    event_id: str
+    context: EventContext
+    timestamp_ms: int
+    noticed_at: float  # monotonic time its batch finished processing
+
+
+@dataclass(frozen=True)
+class RecRequest:
+    user_id: str
+    k: int
+    device: str
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class RecResult:
+    items: list[tuple[str, float]]
+    model_version: str
+    flags: list[str]
+    source: str
+
+
+class RecommendationSource(Protocol):
+    name: str
+
+    async def recommend(self, request: RecRequest) -> RecResult: ...
+
+    async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------------- schedule
+
+
+@dataclass
+class RefreshSchedule:
+    debounce_s: float
+    pending: dict[str, Trigger] = field(default_factory=dict)
+    due_at: dict[str, float] = field(default_factory=dict)
+    last_sent: dict[str, float] = field(default_factory=dict)
+    _heap: list[tuple[float, str]] = field(default_factory=list)
+
+    def notify(self, user_id: str, trigger: Trigger, now: float) -> None:
+        self.pending[user_id] = trigger
+        if user_id in self.due_at:
+            return  # already scheduled: it will carry this newer trigger
+        due = max(now, self.last_sent.get(user_id, float("-inf")) + self.debounce_s)
+        self.due_at[user_id] = due
+        heapq.heappush(self._heap, (due, user_id))
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float) -> list[tuple[str, Trigger]]:
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            _, user_id = heapq.heappop(self._heap)
+            self.due_at.pop(user_id, None)
+            trigger = self.pending.pop(user_id, None)
+            if trigger is not None:
+                out.append((user_id, trigger))
+                self.last_sent[user_id] = now
+        if len(self.last_sent) > 4 * max(len(self.pending), 1024):
+            # Forget users whose debounce interval is over: it no longer constrains them.
+            horizon = now - self.debounce_s
+            self.last_sent = {u: t for u, t in self.last_sent.items() if t > horizon}
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------- sources
+
+
+class StreamingPopularity:
+    """Most active items of the last 24 h (as the worker counts them), minus what the user has seen."""
+
+    name = "popularity"
+
+    def __init__(self, store: AsyncSeenItemStore, key: str, candidates: int, cache_s: float = 0.25) -> None:
+        self.store = store
+        self.key = key
+        self.candidates = candidates
+        self.cache_s = cache_s
+        self._cached: list[tuple[str, float]] = []
+        self._cached_at = float("-inf")
+
+    async def _top(self) -> list[tuple[str, float]]:
+        # One ZREVRANGE serves every refresh of the next cache_s: popularity moves slowly.
+        if time.monotonic() - self._cached_at > self.cache_s:
+            reply = await self.store.client.zrevrange(self.key, 0, self.candidates - 1, withscores=True)
+            self._cached = [(m.decode() if isinstance(m, bytes) else str(m), float(s)) for m, s in reply]
+            self._cached_at = time.monotonic()
+        return self._cached
+
+    async def recommend(self, request: RecRequest) -> RecResult:
+        top = await self._top()
+        seen = await self.store.contains(request.user_id, [item for item, _ in top]) if top else []
+        items = [pair for pair, was_seen in zip(top, seen, strict=True) if not was_seen][: request.k]
+        return RecResult(items, POPULARITY_VERSION, [POPULARITY_FALLBACK], self.name)
+
+    async def close(self) -> None:
+        return None
+
+
+class PipelineSource:
+    """Serving's recommendation pipeline (Triton ensemble) through ``streamrec.pipeline_client``."""
+
+    name = "pipeline"
+
+    def __init__(self, client: Any, request_cls: Callable[..., Any], options: Any) -> None:
+        self.client = client
+        self._request = request_cls
+        self.options = options
+
+    @classmethod
+    def create(cls) -> PipelineSource | None:
+        """None when the pipeline client is not installed (serving not deployed with this worker)."""
+        try:
+            # Imported by name: the module is serving's, and the worker must run without it.
+            module = importlib.import_module("streamrec.pipeline_client")
+            client = module.AsyncPipelineClient()
+        except Exception as exc:  # ImportError, tritonclient missing, bad settings: fall back
+            log.info("recommendation pipeline client unavailable (%s); using the popularity fallback", exc)
+            return None
+        return cls(client, module.RecommendRequest, module.RecommendOptions())
+
+    async def ready(self) -> bool:
+        return bool(await self.client.ready())
+
+    async def recommend(self, request: RecRequest) -> RecResult:
+        result = await self.client.recommend(
+            self._request(
+                user_id=request.user_id,
+                k=request.k,
+                device=request.device,
+                timestamp_ms=request.timestamp_ms,
+                options=self.options,
+            )
+        )
+        return RecResult(
+            list(zip(result.items, result.scores, strict=True)),
+            result.model_version or "unknown",
+            list(result.flags),
+            f"pipeline-{result.source}",
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class AutoSource:
+    """The pipeline while its ensemble is ready (checked every ``check_s``), else the popularity fallback."""
+
+    name = "auto"
+
+    def __init__(self, pipeline: PipelineSource | None, fallback: RecommendationSource, check_s: float = 10.0) -> None:
+        self.pipeline = pipeline
+        self.fallback = fallback
+        self.check_s = check_s
+        self._ready = False
+        self._checked = float("-inf")
+
+    async def _pipeline_ready(self) -> bool:
+        if self.pipeline is None:
+            return False
+        if time.monotonic() - self._checked > self.check_s:
+            self._checked = time.monotonic()
+            try:
+                self._ready = await self.pipeline.ready()
+            except Exception:
+                self._ready = False
+        return self._ready
+
+    async def recommend(self, request: RecRequest) -> RecResult:
+        if self.pipeline is not None and await self._pipeline_ready():
+            result = await self.pipeline.recommend(request)
+            if result.items:
+                return result
+        return await self.fallback.recommend(request)
+
+    async def close(self) -> None:
+        if self.pipeline is not None:
+            await self.pipeline.close()
+
+
+# ---------------------------------------------------------------------------------------------------- refresher
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+def build_message(user_id: str, trigger: Trigger, result: RecResult) -> RecommendationMessage:
+    return RecommendationMessage(
+        user_id=user_id,
+        items=[RecommendedItem(item_id=i, score=float(s), rank=n + 1) for n, (i, s) in enumerate(result.items)],
+        model_version=result.model_version,
+        generated_at=datetime.now(UTC),
+        trigger_event_id=trigger.event_id,
+        context=trigger.context,
+        flags=result.flags,
+    )
+
+
+class Refresher:
+    """Runs the schedule: asks the source for due users, publishes their messages."""
+
+    def __init__(
+        self,
+        source: RecommendationSource,
+        publish: Publish,
+        k: int,
+        debounce_s: float,
+        concurrency: int,
+        on_published: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.publish = publish
+        self.k = k
+        self.schedule = RefreshSchedule(debounce_s)
+        self.concurrency = concurrency
+        self.on_published = on_published
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def notify(self, user_id: str, trigger: Trigger) -> None:
+        self.schedule.notify(user_id, trigger, time.monotonic())
+        self._wakeup.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="recs-refresher")
+
+    def notify_many(self, triggers: Sequence[tuple[str, Trigger]]) -> None:
+        for user_id, trigger in triggers:
+            self.notify(user_id, trigger)
+
+    async def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            for user_id, trigger in self.schedule.pop_due(now):
+                await self._slots.acquire()
+                task = asyncio.get_running_loop().create_task(self._refresh(user_id, trigger))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+            nxt = self.schedule.next_due()
+            self._wakeup.clear()
+            timeout = None if nxt is None else max(nxt - time.monotonic(), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    async def _refresh(self, user_id: str, trigger: Trigger) -> None:
+        try:
+            request = RecRequest(user_id, self.k, trigger.context.device.value, trigger.timestamp_ms)
+            result = await self.source.recommend(request)
+            message = build_message(user_id, trigger, result)
+            await self.publish(user_id, message.model_dump_json().encode())
+            if self.on_published is not None:
+                self.on_published(result.source, time.monotonic() - trigger.noticed_at)
+        except Exception as exc:  # a refresh is best effort: the next event of the user triggers another
+            log.warning("recommendation refresh for %s failed: %s", user_id, exc)
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for task in list(self._inflight):
+            task.cancel()
+        await self.source.close()

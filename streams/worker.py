@@ -1,0 +1,93 @@
+"""Start the worker: check topics, open Feast, load the catalog, then run the Faust app until stopped."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streamrec.client.admin import TopicSpec, ensure_topics, existing_topics
+from streamrec.errors import ConfigError, StoreUnavailableError
+from streamrec.features import FEAST_ITEM_PUSH_SOURCE, FEAST_USER_PUSH_SOURCE
+from streamrec.settings import BloomSettings, KafkaSettings, PathsSettings, RedisSettings
+from streams.app import WorkerConfig, create_app
+from streams.catalog import Catalog
+from streams.settings import StreamsSettings
+
+log = logging.getLogger(__name__)
+
+
+def _topics(streams: StreamsSettings, kafka: KafkaSettings) -> int:
+    """Partitions of the interactions topic; creates the DLQ and recommendations topics when missing."""
+    have = existing_topics(kafka)
+    source = streams.interactions(kafka)
+    if source not in have:
+        raise ConfigError(f"topic {source!r} does not exist (streamrec stack up creates it)", source="interactions")
+    ensure_topics(
+        kafka,
+        [
+            TopicSpec(streams.dlq(kafka), kafka.dlq_partitions),
+            TopicSpec(streams.recommendations(kafka), kafka.recommendations_partitions),
+        ],
+    )
+    return have[source]
+
+
+def open_push(streams: StreamsSettings, redis: RedisSettings, paths: PathsSettings) -> Any:
+    """The Feast push function, applying the stream views first if the registry lacks them."""
+    from streams.feast_store import FeastDirectWrite, FeastPush, apply_repo, open_store
+
+    sources = [FEAST_USER_PUSH_SOURCE, FEAST_ITEM_PUSH_SOURCE]
+    store = open_store(streams, redis)
+    try:
+        known = {fv.stream_source.name for fv in store.list_feature_views() if getattr(fv, "stream_source", None)}
+    except Exception:  # no registry file yet
+        known = set()
+    if not set(sources) <= known:
+        log.info("Feast registry lacks the stream views: applying the feature repository")
+        apply_repo(streams, redis, paths)
+        store = open_store(streams, redis)
+    try:
+        return FeastDirectWrite(store, sources) if streams.feast_write == "direct" else FeastPush(store)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise StoreUnavailableError(f"Feast store unusable: {str(exc).splitlines()[0][:200]}") from None
+
+
+def build_config(streams: StreamsSettings | None = None) -> WorkerConfig:
+    streams = streams or StreamsSettings.load()
+    kafka, redis, bloom, paths = KafkaSettings.load(), RedisSettings.load(), BloomSettings.load(), PathsSettings.load()
+    partitions = _topics(streams, kafka)
+    catalog = Catalog.resolve(streams.catalog_path, paths.archive_root)
+    push = open_push(streams, redis, paths) if streams.feast_enabled else None
+    return WorkerConfig(streams, kafka, redis, bloom, partitions, catalog, push)
+
+
+def run(streams: StreamsSettings | None = None) -> int:
+    """Run until SIGINT/SIGTERM. Returns the exit code."""
+    config = build_config(streams)
+    if config.streams.uvloop:
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    from faust import Worker
+
+    config.streams.data_dir.mkdir(parents=True, exist_ok=True)
+    app, _ = create_app(config)
+    log.info(
+        "worker %s: %s (%d partitions), catalog %s (%d items), Feast %s",
+        config.streams.app_id,
+        config.streams.interactions(config.kafka),
+        config.partitions,
+        config.catalog.source,
+        len(config.catalog),
+        config.streams.feast_write if config.push is not None else "off",
+    )
+    worker = Worker(app, loglevel=config.streams.log_level, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
