@@ -278,6 +278,7 @@ def create_app(config: WorkerConfig, metrics: WorkerMetrics | None = None) -> tu
     # Faust derives table serializers from model types; ours are plain dataclasses with their own codecs.
     # The changelog topic (already built by app.Table, with JSON) is rebuilt so that recovery decodes
     # with the same codecs the writes use.
+    table: Any
     for table, codec in ((users, USER_CODEC), (items, ITEM_CODEC)):
         table.key_serializer = "raw"
         table.value_serializer = codec
