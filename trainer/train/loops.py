@@ -157,7 +157,8 @@ def train_two_tower(
             continue  # the generator still advances, so a resumed run sees the same order
         if worse >= settings.patience:
             break
-        began, total, steps = time.perf_counter(), 0.0, 0
+        began, steps = time.perf_counter(), 0
+        running = torch.zeros((), device=device)
         bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{epochs}", disable=not settings.progress, leave=False)
         for rows in bar:
             if len(rows) < 2:
@@ -183,15 +184,15 @@ def train_two_tower(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach())
+            running = running + loss.detach()  # no host sync per step: read back every 50 steps
             steps += 1
             stats.examples_seen += len(rows)
-            if steps % 20 == 0:
-                bar.set_postfix(loss=f"{total / steps:.4f}")
+            if steps % 50 == 0 and settings.progress:
+                bar.set_postfix(loss=f"{float(running) / steps:.4f}")
         if device == "cuda":
             torch.cuda.synchronize()
         stats.seconds += time.perf_counter() - began
-        stats.epoch_losses.append(total / max(steps, 1))
+        stats.epoch_losses.append(float(running) / max(steps, 1))
         stats.epochs += 1
         checkpoint.save(stage, epoch + 1, model, optimizer)
         if validation is not None:
@@ -299,7 +300,8 @@ def train_ranker(
             continue
         if worse >= settings.patience:
             break
-        began, total, steps = time.perf_counter(), 0.0, 0
+        began, steps = time.perf_counter(), 0
+        running = torch.zeros((), device=device)
         bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{epochs}", disable=not settings.progress, leave=False)
         for rows in bar:
             user, recent, context = query.take(rows)
@@ -312,15 +314,15 @@ def train_ranker(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach())
+            running = running + loss.detach()  # no host sync per step: read back every 50 steps
             steps += 1
             stats.examples_seen += len(rows)
-            if steps % 20 == 0:
-                bar.set_postfix(loss=f"{total / steps:.4f}")
+            if steps % 50 == 0 and settings.progress:
+                bar.set_postfix(loss=f"{float(running) / steps:.4f}")
         if device == "cuda":
             torch.cuda.synchronize()
         stats.seconds += time.perf_counter() - began
-        stats.epoch_losses.append(total / max(steps, 1))
+        stats.epoch_losses.append(float(running) / max(steps, 1))
         stats.epochs += 1
         checkpoint.save(stage, epoch + 1, model, optimizer)
         if val_batches:
