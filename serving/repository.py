@@ -183,6 +183,14 @@ class ModelControl:
             detail = response.text[:500]
             raise StoreUnavailableError(f"Triton could not load {name}: HTTP {response.status_code} {detail}")
 
+    def unload(self, name: str) -> None:
+        try:
+            self._http.post(f"{self.base_url}/v2/repository/models/{name}/unload", json={})
+        except self._httpx.HTTPError as exc:
+            raise StoreUnavailableError(
+                f"Triton at {self.base_url} unreachable while unloading {name}: {exc}"
+            ) from None
+
     def index(self) -> list[dict[str, str]]:
         try:
             response = self._http.post(f"{self.base_url}/v2/repository/index", json={}, timeout=5.0)
@@ -214,6 +222,18 @@ class PrepareResult:
         return f"{what} export {self.export_version} (slot {self.slot}) in {self.repository}; {where}"
 
 
+def remove(repo: Path, ensemble: str = "recommend", control: ModelControl | None = None) -> None:
+    """Unload (if Triton is reachable) and delete the ensemble and its stages from the repository."""
+    repo = Path(repo)
+    names = [ensemble, *(model_name(s) for s in STAGES)]
+    if control is not None and control.live():
+        for name in names:
+            control.unload(name)
+    for name in names:
+        shutil.rmtree(repo / name, ignore_errors=True)
+    (repo / STATE_FILE).unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def _locked(repo: Path) -> Iterator[None]:
     repo.mkdir(parents=True, exist_ok=True)
@@ -233,6 +253,14 @@ def _write_if_changed(path: Path, text: str) -> bool:
     tmp.write_text(text)
     tmp.replace(path)
     return True
+
+
+def _slot_export_exists(repo: Path, stage: str, slot: int) -> bool:
+    try:
+        config = json.loads((repo / model_name(stage) / str(slot) / STAGE_CONFIG_FILE).read_text())
+        return (Path(config["export_dir"]) / art.METADATA_FILE).is_file()
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def _stage_versions(repo: Path, stage: str) -> list[int]:
@@ -291,8 +319,15 @@ def prepare(
         ensemble_dir = repo / ensemble
         (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
         ensemble_text = render_ensemble_config(ensemble, slot, serving)
+        serving_now = live and control is not None and control.ready(ensemble)
+        # Slots that cannot be serving anything (the ensemble is down, or their export is gone) are removed
+        # before loading, so that Triton does not try (and fail) to load them again.
+        for stage in STAGES:
+            for v in _stage_versions(repo, stage):
+                if v != slot and (not serving_now or not _slot_export_exists(repo, stage, v)):
+                    shutil.rmtree(repo / model_name(stage) / str(v), ignore_errors=True)
         if live and control is not None:
-            stale = not control.ready(ensemble)
+            stale = not serving_now
             if changed or config_changed or stale:
                 progress(f"loading {len(STAGES)} stage models (slot {slot}) in Triton")
                 with ThreadPoolExecutor(max_workers=3) as pool:

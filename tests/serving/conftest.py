@@ -155,3 +155,20 @@ def push_user_features(repo: Path, rows: list[dict[str, Any]]) -> None:
             frame[name] = 0
     frame["ts"] = datetime.now(UTC)
     FeatureStore(repo_path=str(repo)).write_to_online_store(FEAST_USER_STREAM_VIEW, frame)
+
+
+@pytest.fixture(scope="session")
+def fresh_repository(stack: Any) -> Path:
+    """Drop what an earlier test session left in the test Triton's repository (its exports are gone) before
+    Triton loads it: request this fixture before ``triton``."""
+    import shutil
+
+    repo = stack.triton.model_repository
+    if repo.is_dir():
+        for path in repo.iterdir():
+            if path.name.startswith("recommend") or path.name.startswith(".streamrec-serving"):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+    return repo

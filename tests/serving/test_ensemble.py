@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from serving.pipeline.reference import ReferencePipeline
-from serving.repository import ModelControl, prepare
+from serving.repository import ModelControl, RepositoryState, prepare, remove
 from serving.settings import ServingSettings
 from streamrec import artifacts as art
 from streamrec.bloom.store import SeenItemStore
@@ -23,14 +26,17 @@ from streamrec.pipeline_client import (
     RecommendRequest,
 )
 from streamrec.settings import BloomSettings, TritonSettings
-from tests.serving.conftest import make_config, push_user_features
+from tests.serving.conftest import make_config, push_user_features, train_version
 
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 
 
 @pytest.fixture(scope="module")
-def served(stack: Any, triton: TritonSettings, export_root: Path, feast_repo: tuple[Path, str]) -> dict[str, Any]:
-    """Prepare the test Triton's repository for the tiny export; the reference built from the same config."""
+def served(
+    stack: Any, fresh_repository: Path, triton: TritonSettings, export_root: Path, feast_repo: tuple[Path, str]
+) -> Iterator[dict[str, Any]]:
+    """Prepare the test Triton's repository for the tiny export; the reference built from the same config.
+    Afterwards the models are unloaded and removed (their export lives in a temporary folder)."""
     repo, project = feast_repo
     serving = ServingSettings(feast_repo=repo, feast_project=project, reload_grace_s=0.2)
     control = ModelControl(triton.http_url)
@@ -49,7 +55,11 @@ def served(stack: Any, triton: TritonSettings, export_root: Path, feast_repo: tu
     reference = ReferencePipeline(make_config(export_dir, stack.redis.effective_url, repo, project))
     client = PipelineClient(triton, export_root=export_root)
     seen = SeenItemStore.connect(stack.redis, BloomSettings())
-    return {"reference": reference, "client": client, "seen": seen, "export_dir": export_dir}
+    yield {"reference": reference, "client": client, "seen": seen, "export_dir": export_dir}
+    client.close()
+    control = ModelControl(triton.http_url)
+    remove(triton.model_repository, triton.ensemble_model, control)
+    control.close()
 
 
 def test_ensemble_equals_reference(served: dict[str, Any], feast_repo: tuple[Path, str], unique_id: str) -> None:
@@ -144,3 +154,63 @@ def test_filters_and_exclusions_hold(served: dict[str, Any]) -> None:
         RecommendRequest(user_id=None, k=10, options=RecommendOptions(include_categories=("no-such",)))
     )
     assert none.items == [] and none.source == "triton"
+
+
+def test_hot_reload_under_load_fails_no_request(
+    served: dict[str, Any],
+    stack: Any,
+    triton: TritonSettings,
+    export_root: Path,
+    data_root: Path,
+    serving_tmp: Path,
+    feast_repo: tuple[Path, str],
+) -> None:
+    """Publish a new export and switch Triton to it while two threads keep asking: every answer comes from
+    Triton (no error, no fallback) and the model version flips from the old to the new one."""
+    old = served["reference"].version
+    users = served["reference"].export.id_maps.user_ids
+    results: list[tuple[float, str, str, int]] = []
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        client = PipelineClient(triton, export_root=export_root)
+        n = 0
+        while not stop.is_set():
+            r = client.recommend(RecommendRequest(user_id=users[(n * 7 + worker) % len(users)], k=10))
+            results.append((time.monotonic(), r.source, r.model_version, len(r.items)))
+            n += 1
+        client.close()
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        new = train_version(data_root, export_root, serving_tmp, seed=8)
+        control = ModelControl(triton.http_url)
+        repo, project = feast_repo
+        switched = prepare(
+            triton.model_repository,
+            export_root,
+            ensemble=triton.ensemble_model,
+            serving=ServingSettings(feast_repo=repo, feast_project=project, reload_grace_s=0.5),
+            bloom=BloomSettings(),
+            redis_url=stack.redis.effective_url,
+            control=control,
+        )
+        control.close()
+        done_at = time.monotonic()
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert switched.changed and switched.export_version == new != old
+    assert len(results) > 50
+    assert {source for _, source, _, _ in results} == {"triton"}
+    assert all(n == 10 for *_, n in results)
+    versions = [v for _, _, v, _ in results]
+    assert set(versions) == {old, new}
+    assert versions[0] == old
+    assert {v for at, _, v, _ in results if at > done_at} == {new}
+    # Only the new slot stays loaded.
+    assert RepositoryState.read(triton.model_repository.resolve()).export_version == new
