@@ -1,11 +1,12 @@
 """A small evaluator for the subset of CEL used by ``x-kubernetes-validations`` rules of the vendored CRDs.
 
-Kubernetes evaluates these rules in the API server; offline we evaluate them here so that, for example, a Karpenter
-requirement with operator ``In`` and no values, or a ScaledObject with ``minReplicaCount > maxReplicaCount``, is
-rejected without a cluster. Supported: literals (int, float, string, bool, null, lists), ``self``, field selection,
-indexing, ``has()``, the macros ``all``/``exists``/``exists_one``/``filter``/``map`` over lists and map keys,
-``! && || ?: == != < <= > >= in + - * / %``, ``size``, ``int``, ``string``, ``matches``, ``startsWith``,
-``endsWith``, ``contains``, ``split``, ``find``, ``lowerAscii``, ``upperAscii``. Anything else raises
+Kubernetes evaluates these rules in the API server; offline we evaluate them here so that, for example, a
+Karpenter requirement with operator ``In`` and no values, or a ScaledObject with ``minReplicaCount >
+maxReplicaCount``, is rejected without a cluster. Supported: literals (int, float, string, bool, null,
+lists), ``self``, field selection, indexing, ``has()``, the macros ``all``, ``exists``, ``exists_one``,
+``filter``, ``map`` over lists and map keys, ``! && || ?: == != < <= > >= in + - * / %``, ``size``, ``int``,
+``string``, ``matches``, ``startsWith``, ``endsWith``, ``contains``, ``split``, ``find``, ``lowerAscii``,
+``upperAscii``. Anything else raises
 :class:`CelUnsupported` so that a caller can tell "not evaluated" apart from "failed".
 
 Transition rules (those that mention ``oldSelf``) only apply to updates; callers skip them.

@@ -1,7 +1,9 @@
-"""Offline validation of k8s/ and keda/: CRD schemas (with CEL rules), structure, settings, kustomize. No cluster.
+"""Offline validation of k8s/ and keda/ (no cluster): CRD schemas with CEL rules, structure, the streamrec CLI
+and settings the containers use, Triton's model repository, kustomize.
 
-The vendored CRDs are looked up in ``<repo>/../shared/crds`` (override: ``STREAMREC_CRDS_DIR``); schema tests skip
-when they are absent. Rendering overlays needs ``kustomize`` or ``kubectl``; those tests skip without either.
+The vendored CRDs are looked up in ``<repo>/../shared/crds`` (override: ``STREAMREC_CRDS_DIR``); schema tests
+skip when they are absent. Rendering overlays needs ``kustomize`` or ``kubectl``; those tests skip without
+either.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from tests.k8s.validator import (
     check_scaled_objects,
     check_services,
     check_settings_consistency,
+    check_streamrec_containers,
+    check_triton,
+    cli_problem,
     crds_dir,
     env_var_problem,
     kustomizations,
@@ -39,6 +44,9 @@ from tests.k8s.validator import (
     pod_template,
     referenced_files,
     render,
+    streamrec_cli,
+    streamrec_invocations,
+    streamrec_runs,
     yaml_files,
 )
 
@@ -57,7 +65,9 @@ def _fmt(errors: list[str]) -> str:
 def registry() -> CrdRegistry:
     directory = crds_dir()
     if not directory.is_dir():
-        pytest.skip(f"vendored CRDs not found at {directory} (set STREAMREC_CRDS_DIR): schema validation skipped")
+        pytest.skip(
+            f"vendored CRDs not found at {directory} (set STREAMREC_CRDS_DIR): schema validation skipped"
+        )
     return CrdRegistry(directory)
 
 
@@ -112,7 +122,7 @@ def _obj(bundle: Bundle, kind: str, name: str) -> dict:
     return copy.deepcopy(doc.obj)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Files and kustomizations
 
 
@@ -153,7 +163,7 @@ def test_kustomization_check_rejects_missing_and_remote_references(tmp_path: Pat
     assert "present.yaml" not in errors
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # CRD schemas
 
 
@@ -219,7 +229,7 @@ def test_every_cel_rule_of_the_vendored_crds_is_evaluable(registry: CrdRegistry)
     assert not unsupported, _fmt(unsupported)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Structure of the sources and of the rendered overlays
 
 
@@ -237,7 +247,8 @@ def test_rendered_overlay_is_consistent(name: str, optional_registry: CrdRegistr
 
 def _need_kubernetes_validate() -> None:
     pytest.importorskip(
-        "kubernetes_validate", reason="kubernetes-validate not installed: core objects not checked against k8s schemas"
+        "kubernetes_validate",
+        reason="kubernetes-validate not installed: core objects not checked against k8s schemas",
     )
 
 
@@ -270,7 +281,9 @@ def test_local_overlay_is_cpu_only_and_single_broker() -> None:
     for pod in bundle.pods():
         for c in pod.containers():
             res = c.get("resources") or {}
-            assert GPU not in (res.get("limits") or {}) and GPU not in (res.get("requests") or {}), pod.doc.where
+            assert GPU not in (res.get("limits") or {}) and GPU not in (res.get("requests") or {}), (
+                pod.doc.where
+            )
     assert not bundle.of("ScaledObject") and not bundle.of("NodePool")
     assert bundle.brokers("streamrec") == 1
     assert all(t.obj["spec"]["replicas"] == 1 for t in bundle.of("KafkaTopic"))
@@ -283,8 +296,12 @@ def test_gpu_overlay_wires_gpus_and_autoscaling() -> None:
         assert doc is not None
         pod = pod_template(doc)
         assert pod is not None
-        gpus = [c["resources"]["limits"].get(GPU) for c in pod.containers()]
-        assert gpus == ["1"], f"{name}: {gpus}"
+        gpus = {
+            c["name"]: c["resources"]["limits"].get(GPU)
+            for c in pod.containers()
+            if GPU in c["resources"]["limits"]
+        }
+        assert gpus == {doc.name.split("-")[0]: "1"}, f"{name}: {gpus}"
     scaled = {d.obj["spec"]["scaleTargetRef"]["name"]: d.obj["spec"] for d in bundle.of("ScaledObject")}
     assert set(scaled) == {"worker", "archiver", "triton", "api"}
     for target, group in (("worker", "streamrec-worker"), ("archiver", "streamrec-archiver")):
@@ -293,7 +310,9 @@ def test_gpu_overlay_wires_gpus_and_autoscaling() -> None:
         assert trigger["metadata"]["consumerGroup"] == group
         assert trigger["metadata"]["topic"] == "interactions"
         assert 1 <= scaled[target]["minReplicaCount"] <= scaled[target]["maxReplicaCount"] <= 6
-    triton_queries = [t["metadata"]["query"] for t in scaled["triton"]["triggers"] if t["type"] == "prometheus"]
+    triton_queries = [
+        t["metadata"]["query"] for t in scaled["triton"]["triggers"] if t["type"] == "prometheus"
+    ]
     assert any("nv_inference_request_success" in q for q in triton_queries)
     assert {t["type"] for t in scaled["api"]["triggers"]} <= {"cpu", "prometheus"}
     pools = {d.name: d.obj["spec"] for d in bundle.of("NodePool")}
@@ -326,7 +345,7 @@ def test_consumer_groups_match_the_worker_settings(resource_docs: list[Doc]) -> 
     assert env["STREAMREC_STREAMS_APP_ID"] == so.obj["spec"]["triggers"][0]["metadata"]["consumerGroup"]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Settings variables
 
 
@@ -336,20 +355,67 @@ def test_consumer_groups_match_the_worker_settings(resource_docs: list[Doc]) -> 
         ("STREAMREC_KAFKA_INTERACTIONS_PARTITIONS", True),
         ("STREAMREC_PATHS_ARCHIVE_ROOT", True),
         ("STREAMREC_TRITON_GRPC_URL", True),
-        ("STREAMREC_STREAMS_ANYTHING", True),
-        ("STREAMREC_API_KEYS", True),
-        ("STREAMREC_TRAINER_DEVICE", True),
+        ("STREAMREC_API_API_KEYS", True),
+        ("STREAMREC_STREAMS_APP_ID", True),
         ("KAFKA_BOOTSTRAP_SERVERS", True),
+        # An app prefix without a registered settings class yet is accepted by prefix only.
+        ("STREAMREC_CONSUMERS_ANYTHING", True),
+        ("STREAMREC_API_KEYS", False),  # ApiSettings.api_keys is STREAMREC_API_API_KEYS
+        ("STREAMREC_STREAMS_ANYTHING", False),
         ("STREAMREC_KAFKA_BOOTSTRAP_SERVER", False),
         ("STREAMREC_REDIS_PASSWORD", False),
         ("STREAMREC_FEAST_REPO", False),
     ],
 )
-def test_env_var_names_are_checked_against_core_settings(name: str, ok: bool) -> None:
-    assert (env_var_problem(name) is None) is ok
+def test_env_var_names_are_checked_against_settings_classes(name: str, ok: bool) -> None:
+    from serving.settings import ApiSettings
+    from streamrec.settings import CORE_SETTINGS
+    from streams.settings import StreamsSettings
+
+    # A fixed set of classes: the consumers app has no settings class in it, whatever the tree holds today.
+    assert (env_var_problem(name, (*CORE_SETTINGS, ApiSettings, StreamsSettings)) is None) is ok
 
 
-# ---------------------------------------------------------------------------------------------------------------
+def test_app_settings_classes_are_checked_strictly_once_registered() -> None:
+    cli = streamrec_cli()
+    names = {cls.__name__ for cls in cli.settings}
+    assert {"KafkaSettings", "StreamsSettings", "ApiSettings", "ServingSettings", "TrainerSettings"} <= names
+    assert {"worker", "api", "serve", "train", "features"} <= cli.commands
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["worker"], None),
+        (["train", "finetune", "--data", "/data/archive", "--no-progress"], None),
+        (["serve", "prepare", "--no-load"], None),
+        (["features", "apply"], None),
+        (["train", "finetun"], "invalid choice: 'finetun'"),
+        (["worker", "--app"], "expected one argument"),
+        (["api", "--workers", "4"], "unrecognized arguments: --workers 4"),
+        (["recommend"], "invalid choice: 'recommend'"),
+    ],
+)
+def test_container_arguments_are_parsed_by_the_streamrec_cli(argv: list[str], problem: str | None) -> None:
+    found = cli_problem(argv)
+    assert (found is None) if problem is None else (found is not None and problem in found), found
+
+
+def test_streamrec_invocations_are_found_in_shell_scripts() -> None:
+    script = (
+        'mkdir -p "$X"\nif [ -f "$Y/CURRENT" ]; then\n  exec streamrec serve prepare --no-load\nfi\n'
+        "while true; do streamrec serve prepare || echo 'streamrec failed'; sleep 30; done\n"
+    )
+    container = {"image": "ghcr.io/streamrec/streamrec:1", "command": ["sh", "-c", script]}
+    assert streamrec_invocations(container) == [["serve", "prepare", "--no-load"], ["serve", "prepare"]]
+    plain = {"image": "ghcr.io/streamrec/streamrec:1", "args": ["train", "full", "--data", "$(ROOT)"]}
+    assert streamrec_invocations(plain, {"ROOT": "/data/archive"}) == [
+        ["train", "full", "--data", "/data/archive"]
+    ]
+    assert streamrec_invocations({"image": "redis:7", "args": ["--port", "1"]}) == []
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Negative tests: the validator must reject broken manifests
 
 
@@ -373,7 +439,9 @@ def test_broken_scaled_object_is_rejected(registry: CrdRegistry, source_bundle: 
     so3 = _obj(source_bundle, "ScaledObject", "archiver")
     so3["spec"]["scaleTargetRef"]["name"] = "archivr"
     so3["spec"]["triggers"][0]["metadata"]["topic"] = "interaction"
-    so3["spec"]["triggers"][0]["metadata"]["bootstrapServers"] = "streamrec-kafka-bootstrap:9092"  # plain, tls on
+    so3["spec"]["triggers"][0]["metadata"]["bootstrapServers"] = (
+        "streamrec-kafka-bootstrap:9092"  # plain, tls on
+    )
     _replace(source_bundle, "ScaledObject", "archiver", so3)
     errors = _fmt(check_scaled_objects(source_bundle, rendered=False))
     assert "scaleTargetRef Deployment/archivr names no Deployment" in errors
@@ -430,7 +498,9 @@ def test_gpu_pod_without_a_fitting_nodepool_is_rejected(source_bundle: Bundle) -
     _replace(source_bundle, "Deployment", "triton", triton)
     # No toleration for the GPU pool's taint: nothing can take the pod.
     assert "no NodePool with GPU limits can take it" in _fmt(check_karpenter(source_bundle))
-    triton["spec"]["template"]["spec"]["tolerations"] = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
+    triton["spec"]["template"]["spec"]["tolerations"] = [
+        {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
+    ]
     triton["spec"]["template"]["spec"]["nodeSelector"] = {"streamrec.io/node-class": "gpu"}
     _replace(source_bundle, "Deployment", "triton", triton)
     assert not check_karpenter(source_bundle)
@@ -472,7 +542,98 @@ def test_topic_and_settings_mismatches_are_rejected(source_bundle: Bundle) -> No
     assert "STREAMREC_BLOOM_CAPACITYY is not a field" in errors
 
 
-# ---------------------------------------------------------------------------------------------------------------
+def _container(obj: dict, name: str) -> dict:
+    spec = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"] if obj["kind"] == "CronJob" else None
+    spec = spec or obj["spec"]["template"]["spec"]
+    return next(c for c in spec["containers"] + spec.get("initContainers", []) if c["name"] == name)
+
+
+def _set_env(c: dict, name: str, value: str | None) -> None:
+    """Replace (or with None remove) one env entry; builds a new list (YAML aliases share lists)."""
+    c["env"] = [e for e in c.get("env", []) if e["name"] != name] + (
+        [{"name": name, "value": value}] if value else []
+    )
+
+
+def test_streamrec_container_mistakes_are_rejected(source_bundle: Bundle) -> None:
+    assert not check_streamrec_containers(source_bundle)
+    api = _obj(source_bundle, "Deployment", "api")
+    _set_env(_container(api, "api"), "STREAMREC_API_HOST", None)  # uvicorn's default 127.0.0.1
+    _replace(source_bundle, "Deployment", "api", api)
+    worker = _obj(source_bundle, "Deployment", "worker")
+    _set_env(_container(worker, "worker"), "STREAMREC_STREAMS_WEB_PORT", "9999")
+    _set_env(_container(worker, "worker"), "STREAMREC_STREAMS_DATA_DIR", "faust")
+    _replace(source_bundle, "Deployment", "worker", worker)
+    trainer = _obj(source_bundle, "CronJob", "trainer-finetune")
+    _container(trainer, "trainer")["args"] = ["train", "finetun", "--data", "$(STREAMREC_ARCHIVE_ROOT)"]
+    pod = trainer["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    next(v for v in pod["volumes"] if v["name"] == "models")["persistentVolumeClaim"]["readOnly"] = True
+    _replace(source_bundle, "CronJob", "trainer-finetune", trainer)
+    feast = _obj(source_bundle, "Job", "feast-apply")
+    next(m for m in _container(feast, "feast-apply")["volumeMounts"] if m["name"] == "data")["readOnly"] = (
+        True
+    )
+    _replace(source_bundle, "Job", "feast-apply", feast)
+    cm = _obj(source_bundle, "ConfigMap", "streamrec-config")
+    cm["data"]["STREAMREC_BLOOM_BACKEND"] = "bloomier"
+    _replace(source_bundle, "ConfigMap", "streamrec-config", cm)
+
+    errors = _fmt(check_streamrec_containers(source_bundle) + check_pods(source_bundle))
+    assert "`streamrec api` binds ApiSettings.host=127.0.0.1: unreachable" in errors
+    assert "listens on StreamsSettings.web_port=9999, not a containerPort ([6066])" in errors
+    assert "writes StreamsSettings.data_dir=faust, a relative path (the image" in errors
+    assert "`streamrec train finetun --data $(STREAMREC_ARCHIVE_ROOT)` does not parse" in errors
+    assert "args references $(STREAMREC_ARCHIVE_ROOT), which the container's environment lacks" in errors
+    assert (
+        "writes TrainerSettings.checkpoint_dir=/models/checkpoints, on volume 'models', mounted read-only"
+        in errors
+    )
+    assert (
+        "`streamrec features apply` writes StreamsSettings.feast_registry=/data/feast/registry.db" in errors
+    )
+    assert "BloomSettings: 1 validation error" in errors and "backend: Input should be" in errors
+
+    secret = _obj(source_bundle, "Secret", "streamrec-secrets")
+    secret["stringData"]["api-keys"] = "k1,k2"  # not the JSON list ApiSettings.api_keys reads
+    _replace(source_bundle, "Secret", "streamrec-secrets", secret)
+    errors = _fmt(check_streamrec_containers(source_bundle))
+    assert "Deployment/api: container 'api': settings do not load" in errors
+    assert 'error parsing value for field "api_keys" from source "EnvSettingsSource"' in errors
+
+
+def test_triton_repository_mistakes_are_rejected(source_bundle: Bundle) -> None:
+    assert not check_triton(source_bundle)
+    runs = {
+        r.container["name"]: r.invocations
+        for r in streamrec_runs(source_bundle)
+        if r.pod.doc.name == "triton" and r.invocations
+    }
+    assert runs == {
+        "model-repository": [["serve", "prepare", "--no-load"]],
+        "model-sync": [["serve", "prepare"]],
+    }
+    triton = _obj(source_bundle, "Deployment", "triton")
+    server = _container(triton, "triton")
+    server["args"] = [a.replace("explicit", "poll") for a in server["args"]]
+    _set_env(_container(triton, "model-sync"), "TRITON_URL", "http://triton:8000")  # the Service: one replica
+    init = _container(triton, "model-repository")
+    init["command"] = [init["command"][0], "-c", "streamrec serve prepare"]  # loads before Triton is up
+    _replace(source_bundle, "Deployment", "triton", triton)
+    errors = _fmt(check_triton(source_bundle))
+    assert "--model-control-mode=poll, but" in errors and "only accepts in explicit mode" in errors
+    assert "loads models on http://triton:8000, not on its own pod's Triton" in errors
+    assert "an init container cannot load models" in errors
+
+    server["args"] = ["--model-repository=/models/model_repository", "--model-control-mode=explicit"]
+    _replace(source_bundle, "Deployment", "triton", triton)
+    errors = _fmt(check_triton(source_bundle))
+    assert (
+        "renders the model repository at /var/lib/triton/model_repository, Triton serves /models/model_r"
+        in errors
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
 # The converter and the CEL evaluator themselves
 
 
@@ -504,7 +665,9 @@ def test_openapi_conversion_handles_kubernetes_extensions() -> None:
     ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
-    partial = openapi_to_jsonschema({"type": "object", "required": ["port"], "properties": {"port": {}}}, partial=True)
+    partial = openapi_to_jsonschema(
+        {"type": "object", "required": ["port"], "properties": {"port": {}}}, partial=True
+    )
     jsonschema.validate({}, partial)
 
 
@@ -517,11 +680,19 @@ def test_openapi_conversion_handles_kubernetes_extensions() -> None:
             True,
         ),
         ("!has(self.a) || self.a <= self.b", {"a": 7, "b": 6}, False),
-        ("self.all(x, x.operator == 'In' ? x.values.size() != 0 : true)", [{"operator": "In", "values": []}], False),
+        (
+            "self.all(x, x.operator == 'In' ? x.values.size() != 0 : true)",
+            [{"operator": "In", "values": []}],
+            False,
+        ),
         ("self.all(k, k != '' && self[k] != '')", {"a": "b"}, True),
         ("self.split('@')[0] in ['al2023', 'bottlerocket']", "al2023@latest", True),
         ("self.matches('^[a-zA-Z0-9]+@.+$')", "al2023", False),
-        ("self.filter(x, has(x.root) ? x.root == true : false).size() <= 1", [{"root": True}, {"root": True}], False),
+        (
+            "self.filter(x, has(x.root) ? x.root == true : false).size() <= 1",
+            [{"root": True}, {"root": True}],
+            False,
+        ),
         ("!self.find('^([^/]+)').endsWith('karpenter.sh')", "karpenter.sh/x", False),
         ("self.missing == 1 || true", {}, True),
         ("self.missing == 1", {}, False),

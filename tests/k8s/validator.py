@@ -3,27 +3,35 @@
 Three layers:
 
 1. **Schemas.** Every custom resource is validated against the vendored CRD (``shared/crds``, override with
-   ``STREAMREC_CRDS_DIR``): each served version's ``openAPIV3Schema`` is converted to JSON Schema (int-or-string,
-   preserve-unknown-fields, nullable, embedded resources, list types, int32/int64 formats) and unknown fields are
-   errors, as with ``kubectl apply``'s default strict field validation. The CRDs' CEL rules
-   (``x-kubernetes-validations``) are evaluated by :mod:`tests.k8s.cel`; transition rules (``oldSelf``) are not,
-   as they only apply to updates.
-2. **Structure.** Core objects (for which no schema is vendored) are checked for what matters here: identity and
-   names, container resources/probes/security context, selectors that select something, references (ConfigMaps,
-   Secrets and keys, PVCs, volumes, ports) that resolve, KEDA targets, Kafka-lag scaler bounds, topic and settings
-   consistency, the GPU scheduling chain (GPU pod -> tolerated taint -> Karpenter NodePool with GPU limits), and
-   that every ``STREAMREC_*`` variable is a real setting.
-   With the ``kubernetes-validate`` package installed, core objects are also validated against the strict
-   Kubernetes JSON schemas of :data:`K8S_VERSION`.
-3. **Kustomize.** Kustomizations may only reference files that exist; every YAML file is used by one; overlays are
-   rendered (``kustomize build`` or ``kubectl kustomize``, when installed) and the output checked again.
+   ``STREAMREC_CRDS_DIR``): each served version's ``openAPIV3Schema`` is converted to JSON Schema
+   (int-or-string, preserve-unknown-fields, nullable, embedded resources, list types, int32/int64 formats) and
+   unknown fields are errors, as with ``kubectl apply``'s default strict field validation. The CRDs' CEL rules
+   (``x-kubernetes-validations``) are evaluated by :mod:`tests.k8s.cel`; transition rules (``oldSelf``) are
+   not, as they only apply to updates.
+2. **Structure.** Core objects (for which no schema is vendored) are checked for what matters here: identity
+   and names, container resources/probes/security context, selectors that select something, references
+   (ConfigMaps, Secrets and keys, PVCs, volumes, ports) that resolve, KEDA targets, Kafka-lag scaler bounds,
+   topic and settings consistency, the GPU scheduling chain (GPU pod -> tolerated taint -> Karpenter NodePool
+   with GPU limits). With the ``kubernetes-validate`` package installed, core objects are also validated
+   against the strict Kubernetes JSON schemas of :data:`K8S_VERSION`.
+3. **The application.** Every ``STREAMREC_*`` variable is a field of a settings class (core or registered by
+   an app plugin); each streamrec container's arguments parse with the real ``streamrec`` CLI and its settings
+   load from its resolved environment; servers bind the pod's address on the port they expose; whatever a
+   command writes lies on a writable volume (root filesystems are read-only); Triton serves the repository
+   ``streamrec serve prepare`` renders, in the model-control mode that prepare needs.
+4. **Kustomize.** Kustomizations may only reference files that exist; every YAML file is used by one; overlays
+   are rendered (``kustomize build`` or ``kubectl kustomize``, when installed) and the output checked again.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import difflib
+import io
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterable, Iterator
@@ -52,6 +60,8 @@ APP_ENV_PREFIXES = (
 )
 GPU = "nvidia.com/gpu"
 
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -61,7 +71,7 @@ def crds_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "crds"
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Documents
 
 
@@ -111,7 +121,7 @@ def yaml_files() -> list[Path]:
     return sorted(p for root in MANIFEST_ROOTS for p in root.rglob("*") if p.suffix in (".yaml", ".yml"))
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # CRD schemas -> JSON Schema
 
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
@@ -143,7 +153,8 @@ _OBJECT_META = {
 def openapi_to_jsonschema(node: Any, *, partial: bool = False) -> Any:
     """Convert a structural OpenAPI v3 schema (as in a CRD) to JSON Schema (draft 2020-12).
 
-    ``partial`` drops ``required`` and CEL rules: used for kustomize patches, which hold only the fields they change.
+    ``partial`` drops ``required`` and CEL rules: used for kustomize patches, which hold only the fields they
+    change.
     """
     if isinstance(node, list):
         return [openapi_to_jsonschema(n, partial=partial) for n in node]
@@ -200,7 +211,9 @@ def openapi_to_jsonschema(node: Any, *, partial: bool = False) -> Any:
     return out
 
 
-def _cel_keyword(validator: Any, rules: list[dict[str, Any]], instance: Any, schema: dict[str, Any]) -> Iterator:
+def _cel_keyword(
+    validator: Any, rules: list[dict[str, Any]], instance: Any, schema: dict[str, Any]
+) -> Iterator:
     for rule in rules:
         expr = rule["rule"]
         if cel.is_transition_rule(expr):
@@ -222,7 +235,9 @@ def _list_map_keys(validator: Any, keys: list[str], instance: Any, schema: dict[
         if isinstance(item, dict):
             key = tuple(repr(item.get(k)) for k in keys)
             if key in seen:
-                yield ValidationError(f"duplicate entry for list-map keys {keys}: {dict(zip(keys, key, strict=True))}")
+                yield ValidationError(
+                    f"duplicate entry for list-map keys {keys}: {dict(zip(keys, key, strict=True))}"
+                )
             seen.add(key)
 
 
@@ -286,7 +301,9 @@ class CrdRegistry:
         if crd is None:
             served = self.kinds.get((doc.group, doc.kind))
             if served:
-                return [f"{doc.where}: {doc.api_version} is not served by the CRD (served: {', '.join(served)})"]
+                return [
+                    f"{doc.where}: {doc.api_version} is not served by the CRD (served: {', '.join(served)})"
+                ]
             return [f"{doc.where}: no vendored CRD defines {doc.api_version} {doc.kind}"]
         errors = []
         for err in sorted(crd.validator(partial).iter_errors(doc.obj), key=lambda e: list(map(str, e.path))):
@@ -295,7 +312,7 @@ class CrdRegistry:
         return errors
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Core kinds (no schema vendored): known kinds and scopes
 
 CORE_KINDS: dict[tuple[str, str], bool] = {
@@ -329,7 +346,7 @@ def is_namespaced(doc: Doc, registry: CrdRegistry | None) -> bool | None:
     return crd.namespaced if crd else None
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Quantities and settings
 
 _SUFFIX = {
@@ -362,30 +379,177 @@ def parse_quantity(value: Any) -> Decimal:
         raise ValueError(f"not a quantity: {value!r}") from exc
 
 
+@dataclass(frozen=True)
+class Cli:
+    """streamrec's command line as the images run it: core commands plus every plugin that imports."""
+
+    settings: tuple[type, ...]  # ComponentSettings subclasses: core + those plugins register
+    commands: frozenset[str]
+    failed_plugins: frozenset[str]  # entry-point names of plugins that did not import (app not written yet)
+    parser: Any
+
+
 @cache
-def core_setting_env_names() -> frozenset[str]:
-    """``STREAMREC_*`` variables of the core settings classes: env_prefix + field name, upper-cased."""
-    from streamrec.settings import CORE_SETTINGS
+def streamrec_cli() -> Cli:
+    from streamrec.cli.main import build_parser, core_registry
+    from streamrec.cli.plugins import load_plugins
 
-    names = set()
-    for cls in CORE_SETTINGS:
-        prefix = cls.model_config.get("env_prefix", "")
-        names.update(f"{prefix}{name}".upper() for name in cls.model_fields)
-    return frozenset(names)
+    registry = core_registry()
+    failed = load_plugins(registry)
+    return Cli(
+        tuple(registry.settings),
+        frozenset(registry.commands),
+        frozenset(f.split(" ", 1)[0] for f in failed),
+        build_parser(registry),
+    )
 
 
-def env_var_problem(name: str) -> str | None:
-    """Why a ``STREAMREC_*`` variable is not a setting (None when it is, or is no STREAMREC_ variable)."""
-    if not name.startswith("STREAMREC_") or name in core_setting_env_names():
+def setting_env_names(classes: Iterable[type]) -> dict[str, str]:
+    """``STREAMREC_*`` variable -> settings class name: env_prefix + field name, upper-cased."""
+    names = {}
+    for cls in classes:
+        prefix = cls.model_config.get("env_prefix", "")  # type: ignore[attr-defined]
+        for name in cls.model_fields:  # type: ignore[attr-defined]
+            names[f"{prefix}{name}".upper()] = cls.__name__
+    return names
+
+
+def env_var_problem(name: str, classes: Iterable[type] | None = None) -> str | None:
+    """Why a ``STREAMREC_*`` variable is not a setting (None when it is, or is no STREAMREC_ variable).
+
+    Checked against the core settings classes and those the app plugins register (what ``streamrec config``
+    lists).
+    An app prefix (:data:`APP_ENV_PREFIXES`) whose settings class is not registered yet is accepted by prefix.
+    """
+    classes = tuple(streamrec_cli().settings if classes is None else classes)
+    known = setting_env_names(classes)
+    if not name.startswith("STREAMREC_") or name in known:
         return None
-    if name.startswith(APP_ENV_PREFIXES):
-        return None  # app settings classes: accepted by prefix
-    close = difflib.get_close_matches(name, sorted(core_setting_env_names()), n=1)
+    prefixes = {cls.model_config.get("env_prefix", "") for cls in classes}  # type: ignore[attr-defined]
+    app_prefix = next((p for p in APP_ENV_PREFIXES if name.startswith(p)), None)
+    if app_prefix is not None and app_prefix not in prefixes:
+        return None  # that app has no settings class yet: accepted by prefix
+    close = difflib.get_close_matches(name, sorted(known), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    return f"{name} is not a field of any core settings class and has no app prefix{hint}"
+    return f"{name} is not a field of any streamrec settings class{hint}"
 
 
-# --------------------------------------------------------------------------------------------------------------
+#: Commands whose plugin is not written yet: accepted while that plugin (entry-point name) fails to import.
+PENDING_COMMANDS = {"archive": "consumers"}
+#: Images whose entrypoint is the ``streamrec`` CLI (the image contract in docs/deploy.md).
+STREAMREC_IMAGES = ("ghcr.io/streamrec/streamrec:", "ghcr.io/streamrec/streamrec-triton:")
+_SHELL_SEPARATORS = {";", "&&", "||", "|", "&", "(", ")"}
+
+
+def _is_streamrec_image(c: dict[str, Any]) -> bool:
+    return str(c.get("image", "")).startswith(STREAMREC_IMAGES)
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion (unknown references stay as they are)."""
+    return _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def streamrec_invocations(c: dict[str, Any], env: dict[str, str] | None = None) -> list[list[str]]:
+    """Argument lists the container passes to the ``streamrec`` CLI.
+
+    A streamrec image without ``command`` runs its entrypoint ``streamrec`` with ``args``;
+    ``command: [streamrec]`` likewise; ``sh -c SCRIPT`` is scanned for ``streamrec ...`` commands.
+    ``$(VAR)`` is expanded from ``env``.
+    """
+    env = env or {}
+    command = [_expand(str(x), env) for x in c.get("command") or []]
+    args = [_expand(str(x), env) for x in c.get("args") or []]
+    if not command:
+        return [args] if _is_streamrec_image(c) else []
+    if Path(command[0]).name == "streamrec":
+        return [command[1:] + args]
+    if Path(command[0]).name in ("sh", "bash") and "-c" in command[1:]:
+        script = (command + args)[command.index("-c") + 1]
+        out = []
+        for line in script.splitlines():
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            try:
+                tokens = list(lexer)
+            except ValueError:
+                continue
+            for i, tok in enumerate(tokens):
+                if tok == "streamrec" and (
+                    i == 0 or tokens[i - 1] in _SHELL_SEPARATORS | {"exec", "then", "do"}
+                ):
+                    argv = []
+                    for t in tokens[i + 1 :]:
+                        if t in _SHELL_SEPARATORS:
+                            break
+                        argv.append(t)
+                    out.append(argv)
+        return out
+    return []
+
+
+def cli_problem(argv: list[str]) -> str | None:
+    """Why ``streamrec ARGV`` would not parse (None when it parses, or names a pending command)."""
+    cli = streamrec_cli()
+    pending = argv[0] if argv and argv[0] not in cli.commands else None
+    if pending in PENDING_COMMANDS and PENDING_COMMANDS[pending] in cli.failed_plugins:
+        return None
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            cli.parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            message = stderr.getvalue().strip().splitlines()
+            return f"`streamrec {' '.join(argv)}` does not parse: {message[-1] if message else exc.code}"
+    return None
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """os.environ with streamrec's variables replaced by ``env`` (restored afterwards)."""
+    saved = dict(os.environ)
+    try:
+        for key in list(os.environ):
+            if key.startswith("STREAMREC_") or key in WELL_KNOWN_ENV:
+                del os.environ[key]
+        os.environ.update(env)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+WELL_KNOWN_ENV = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "TRITON_URL")
+
+
+def load_settings(
+    env: dict[str, str], classes: Iterable[type] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Every settings class built from ``env`` as the container's process would.
+
+    Returns the instances by class name and the errors of those that do not load."""
+    classes = tuple(streamrec_cli().settings if classes is None else classes)
+    loaded, errors = {}, []
+    relevant = {k: v for k, v in env.items() if k.startswith("STREAMREC_") or k in WELL_KNOWN_ENV}
+    with _environment(relevant):
+        for cls in classes:
+            try:
+                loaded[cls.__name__] = cls()
+            except Exception as exc:  # pydantic ValidationError, pydantic-settings SettingsError
+                errors.append(f"{cls.__name__}: {str(exc).splitlines()[0]}" + _first_error(exc))
+    return loaded, errors
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return ""
+    first = errors()[0]
+    return f" -> {'.'.join(str(p) for p in first.get('loc', ()))}: {first.get('msg')}"
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Bundle: a set of documents checked together
 
 
@@ -406,7 +570,12 @@ class PodTemplate:
         return {p["name"] for c in self.containers() for p in c.get("ports") or [] if "name" in p}
 
     def port_numbers(self) -> set[int]:
-        return {p["containerPort"] for c in self.containers() for p in c.get("ports") or [] if "containerPort" in p}
+        return {
+            p["containerPort"]
+            for c in self.containers()
+            for p in c.get("ports") or []
+            if "containerPort" in p
+        }
 
 
 def pod_template(doc: Doc) -> PodTemplate | None:
@@ -422,11 +591,13 @@ def pod_template(doc: Doc) -> PodTemplate | None:
         long_running = False
     else:
         return None
-    return PodTemplate(doc, tpl.get("spec") or {}, (tpl.get("metadata") or {}).get("labels") or {}, long_running)
+    return PodTemplate(
+        doc, tpl.get("spec") or {}, (tpl.get("metadata") or {}).get("labels") or {}, long_running
+    )
 
 
 def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
-    """matchLabels / matchExpressions (or a plain Service selector map) against labels; empty selects nothing."""
+    """matchLabels / matchExpressions (or a plain Service selector map) against labels; empty: nothing."""
     if not selector:
         return False
     if "matchLabels" in selector or "matchExpressions" in selector:
@@ -466,8 +637,8 @@ class Bundle:
     def pods(self) -> list[PodTemplate]:
         return [p for d in self.docs if (p := pod_template(d)) is not None]
 
-    def secret_keys(self, name: str) -> set[str] | None:
-        doc = self.get("Secret", name)
+    def secret_keys(self, name: str | None) -> set[str] | None:
+        doc = self.get("Secret", name or "")
         if doc is not None:
             return set(doc.obj.get("data") or {}) | set(doc.obj.get("stringData") or {})
         # Secrets the Strimzi operator creates for each Kafka cluster.
@@ -476,9 +647,25 @@ class Bundle:
                 return {"ca.crt", "ca.p12", "ca.password"}
         return None
 
-    def configmap_keys(self, name: str) -> set[str] | None:
-        doc = self.get("ConfigMap", name)
+    def configmap_keys(self, name: str | None) -> set[str] | None:
+        doc = self.get("ConfigMap", name or "")
         return None if doc is None else set(doc.obj.get("data") or {})
+
+    def configmap_data(self, name: str | None) -> dict[str, str]:
+        doc = self.get("ConfigMap", name or "")
+        return {k: str(v) for k, v in ((doc.obj.get("data") or {}) if doc else {}).items()}
+
+    def secret_data(self, name: str | None) -> dict[str, str]:
+        """Values of a Secret in the bundle (data base64-decoded, then stringData); empty if not defined."""
+        doc = self.get("Secret", name or "")
+        if doc is None:
+            return {}
+        out = {
+            k: base64.b64decode(str(v)).decode("utf-8", "replace")
+            for k, v in (doc.obj.get("data") or {}).items()
+        }
+        out.update({k: str(v) for k, v in (doc.obj.get("stringData") or {}).items()})
+        return out
 
     def topics(self) -> dict[str, Doc]:
         """Kafka topic name (spec.topicName, else metadata.name) -> KafkaTopic."""
@@ -493,7 +680,7 @@ class Bundle:
         )
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Checks. Each returns a list of human-readable problems; empty means fine.
 
 
@@ -519,7 +706,9 @@ def check_identity(bundle: Bundle, *, rendered: bool, namespace: str = NAMESPACE
         elif rendered:
             ns = meta.get("namespace")
             if namespaced and ns != namespace:
-                errors.append(f"{d.where}: namespaced object rendered into namespace {ns!r}, expected {namespace!r}")
+                errors.append(
+                    f"{d.where}: namespaced object rendered into namespace {ns!r}, expected {namespace!r}"
+                )
             if not namespaced and ns is not None:
                 errors.append(f"{d.where}: cluster-scoped object must not set metadata.namespace ({ns!r})")
         key = (d.group, d.kind, str(meta.get("namespace", "")), d.name)
@@ -564,7 +753,9 @@ def _check_resources(where: str, container: dict[str, Any]) -> list[str]:
     return errors
 
 
-def _check_probe(where: str, name: str, probe: dict[str, Any], pod: PodTemplate, c: dict[str, Any]) -> list[str]:
+def _check_probe(
+    where: str, name: str, probe: dict[str, Any], pod: PodTemplate, c: dict[str, Any]
+) -> list[str]:
     errors = []
     handlers = [k for k in ("httpGet", "tcpSocket", "exec", "grpc") if k in probe]
     if len(handlers) != 1:
@@ -583,9 +774,6 @@ def _check_probe(where: str, name: str, probe: dict[str, Any], pod: PodTemplate,
     if handlers[0] == "exec" and not (handler.get("command") or []):
         errors.append(f"{where}: {name} exec needs a command")
     return errors
-
-
-_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 def check_pods(bundle: Bundle) -> list[str]:
@@ -607,11 +795,14 @@ def check_pods(bundle: Bundle) -> list[str]:
             errors.append(f"{d.where}: no topologySpreadConstraints")
         for tsc in spec.get("topologySpreadConstraints") or []:
             if not selects(tsc.get("labelSelector"), pod.labels):
-                errors.append(f"{d.where}: topology spread constraint does not select the workload's own pods")
+                errors.append(
+                    f"{d.where}: topology spread constraint does not select the workload's own pods"
+                )
         psc = spec.get("securityContext") or {}
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
         claim_templates = {
-            (t.get("metadata") or {}).get("name") for t in (d.obj.get("spec") or {}).get("volumeClaimTemplates") or []
+            (t.get("metadata") or {}).get("name")
+            for t in (d.obj.get("spec") or {}).get("volumeClaimTemplates") or []
         }
         for v in volumes.values():
             claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
@@ -620,7 +811,11 @@ def check_pods(bundle: Bundle) -> list[str]:
         for c in pod.containers():
             where = f"{d.where}: container {c.get('name')!r}"
             image = str(c.get("image", ""))
-            if not image or not (re.search(r":[^/]+$", image) or "@sha256:" in image) or image.endswith(":latest"):
+            if (
+                not image
+                or not (re.search(r":[^/]+$", image) or "@sha256:" in image)
+                or image.endswith(":latest")
+            ):
                 errors.append(f"{where}: image {image!r} must be pinned to a tag or digest (not latest)")
             errors += _check_resources(where, c)
             if pod.long_running and c in (spec.get("containers") or []):
@@ -672,7 +867,11 @@ def _check_env(where: str, c: dict[str, Any], bundle: Bundle) -> list[str]:
         cm_ref, secret_ref = ef.get("configMapRef") or {}, ef.get("secretRef") or {}
         if cm_ref and bundle.configmap_keys(cm_ref.get("name")) is None and not cm_ref.get("optional"):
             errors.append(f"{where}: envFrom ConfigMap {ef['configMapRef'].get('name')!r} is not defined")
-        if secret_ref and bundle.secret_keys(secret_ref.get("name")) is None and not secret_ref.get("optional"):
+        if (
+            secret_ref
+            and bundle.secret_keys(secret_ref.get("name")) is None
+            and not secret_ref.get("optional")
+        ):
             errors.append(f"{where}: envFrom Secret {ef['secretRef'].get('name')!r} is not defined")
     defined: set[str] = set()
     for ef in c.get("envFrom") or []:
@@ -692,22 +891,266 @@ def _check_env(where: str, c: dict[str, Any], bundle: Bundle) -> list[str]:
             if keys is None:
                 errors.append(f"{where}: env {name}: Secret {ref.get('name')!r} is not defined")
             elif ref.get("key") not in keys:
-                errors.append(f"{where}: env {name}: Secret {ref.get('name')!r} has no key {ref.get('key')!r}")
+                errors.append(
+                    f"{where}: env {name}: Secret {ref.get('name')!r} has no key {ref.get('key')!r}"
+                )
         if "configMapKeyRef" in src:
             ref = src["configMapKeyRef"]
             keys = bundle.configmap_keys(ref.get("name"))
             if keys is None:
                 errors.append(f"{where}: env {name}: ConfigMap {ref.get('name')!r} is not defined")
             elif ref.get("key") not in keys:
-                errors.append(f"{where}: env {name}: ConfigMap {ref.get('name')!r} has no key {ref.get('key')!r}")
+                errors.append(
+                    f"{where}: env {name}: ConfigMap {ref.get('name')!r} has no key {ref.get('key')!r}"
+                )
         for ref in _VAR_REF.findall(str(e.get("value", ""))):
             if ref not in defined:
                 errors.append(f"{where}: env {name} references $({ref}), which is not defined before it")
         defined.add(name)
+    for part in ("command", "args"):
+        for arg in c.get(part) or []:
+            for ref in _VAR_REF.findall(str(arg)):
+                if ref not in defined:
+                    errors.append(
+                        f"{where}: {part} references $({ref}), which the container's environment lacks"
+                    )
     for name in container_env_names(c, bundle):
         problem = env_var_problem(name)
         if problem:
             errors.append(f"{where}: {problem}")
+    return errors
+
+
+def container_env(c: dict[str, Any], bundle: Bundle) -> dict[str, str]:
+    """The environment a container's process gets, resolved from the bundle as the kubelet would.
+
+    envFrom first, then env in order with $(VAR) expanded; Secret and ConfigMap key references are resolved
+    from the objects in the bundle (Strimzi-made Secrets and fieldRefs resolve to nothing).
+    """
+    env: dict[str, str] = {}
+    for ef in c.get("envFrom") or []:
+        prefix = ef.get("prefix", "")
+        if "configMapRef" in ef:
+            data = bundle.configmap_data(ef["configMapRef"].get("name"))
+        else:
+            data = bundle.secret_data((ef.get("secretRef") or {}).get("name"))
+        env.update({prefix + k: v for k, v in data.items()})
+    for e in c.get("env") or []:
+        name, src = e.get("name", ""), e.get("valueFrom") or {}
+        if "secretKeyRef" in src:
+            value = bundle.secret_data(src["secretKeyRef"].get("name")).get(
+                src["secretKeyRef"].get("key", "")
+            )
+        elif "configMapKeyRef" in src:
+            ref = src["configMapKeyRef"]
+            value = bundle.configmap_data(ref.get("name")).get(ref.get("key", ""))
+        elif src:
+            value = None
+        else:
+            value = _expand(str(e.get("value", "")), env)
+        if value is not None:
+            env[name] = value
+    return env
+
+
+def _mount_for(path: str, c: dict[str, Any]) -> dict[str, Any] | None:
+    """The volumeMount a path falls under (longest mountPath prefix); None: the root filesystem."""
+    best = None
+    for m in c.get("volumeMounts") or []:
+        mp = str(m.get("mountPath", "")).rstrip("/") or "/"
+        if (path == mp or path.startswith(mp + "/") or mp == "/") and (
+            best is None or len(mp) > len(str(best["mountPath"]).rstrip("/"))
+        ):
+            best = m
+    return best
+
+
+def _write_problem(path: str, pod: PodTemplate, c: dict[str, Any]) -> str | None:
+    """Why a process in the container cannot write ``path`` (None when it can)."""
+    if not path.startswith("/"):
+        if not str(c.get("workingDir", "")).startswith("/"):
+            return "a relative path (the image's working directory is unknown here and not a volume)"
+        path = str(Path(c["workingDir"]) / path)
+    mount = _mount_for(path, c)
+    if mount is None:
+        if (c.get("securityContext") or {}).get("readOnlyRootFilesystem"):
+            return "on the read-only root filesystem (no volume is mounted there)"
+        return None
+    volume: dict[str, Any] = next(
+        (v for v in pod.spec.get("volumes") or [] if v.get("name") == mount.get("name")), {}
+    )
+    if mount.get("readOnly") or (volume.get("persistentVolumeClaim") or {}).get("readOnly"):
+        return f"on volume {mount.get('name')!r}, mounted read-only"
+    if any(k in volume for k in ("configMap", "secret", "downwardAPI", "projected")):
+        return f"on volume {mount.get('name')!r}, which is read-only by nature"
+    return None
+
+
+#: What each streamrec command writes (settings class, field, "dir" or "file"): must be on a writable volume.
+WRITES: dict[tuple[str, ...], list[tuple[str, str, str]]] = {
+    ("worker",): [("StreamsSettings", "data_dir", "dir")],
+    ("archive",): [("PathsSettings", "archive_root", "dir")],
+    ("train",): [
+        ("PathsSettings", "export_root", "dir"),
+        ("TrainerSettings", "cache_dir", "dir"),
+        ("TrainerSettings", "checkpoint_dir", "dir"),
+    ],
+    ("features", "apply"): [
+        ("StreamsSettings", "feast_registry", "file"),
+        ("PathsSettings", "archive_root", "dir"),
+    ],
+    ("serve", "prepare"): [("TritonSettings", "model_repository", "dir")],
+}
+#: Commands that serve HTTP: (settings class, host field, port field). Probes and Services reach the pod's
+#: address, on a port the container declares.
+BINDS: dict[tuple[str, ...], tuple[str, str, str]] = {
+    ("api",): ("ApiSettings", "host", "port"),
+    ("worker",): ("StreamsSettings", "web_host", "web_port"),
+}
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _lookup(table: dict[tuple[str, ...], Any], argv: list[str]) -> Any:
+    return next((v for k, v in table.items() if tuple(argv[: len(k)]) == k), None)
+
+
+@dataclass
+class ContainerRun:
+    """A container of the streamrec images: its environment, CLI invocations and the settings they load."""
+
+    pod: PodTemplate
+    container: dict[str, Any]
+    where: str
+    env: dict[str, str]
+    invocations: list[list[str]]
+    settings: dict[str, Any]
+    errors: list[str]
+
+
+def streamrec_runs(bundle: Bundle) -> list[ContainerRun]:
+    runs = []
+    for pod in bundle.pods():
+        for c in pod.containers():
+            env = container_env(c, bundle)
+            if not _is_streamrec_image(c) and not any(k.startswith("STREAMREC_") for k in env):
+                continue
+            where = f"{pod.doc.where}: container {c.get('name')!r}"
+            invocations = streamrec_invocations(c, env)
+            errors = [f"{where}: {p}" for argv in invocations if (p := cli_problem(argv))]
+            settings, problems = load_settings(env)
+            errors += [f"{where}: settings do not load from its environment: {p}" for p in problems]
+            runs.append(ContainerRun(pod, c, where, env, invocations, settings, errors))
+    return runs
+
+
+def check_streamrec_containers(bundle: Bundle) -> list[str]:
+    """streamrec containers: CLI arguments parse, settings load, servers bind the pod's address on the probed
+    port, and whatever a command writes lies on a writable volume."""
+    errors = []
+    for run in streamrec_runs(bundle):
+        errors += run.errors
+        c = run.container
+        for argv in run.invocations:
+            bind = _lookup(BINDS, argv)
+            if bind and bind[0] in run.settings:
+                cls, host_field, port_field = bind
+                host, port = getattr(run.settings[cls], host_field), getattr(run.settings[cls], port_field)
+                if host in _LOOPBACK:
+                    errors.append(
+                        f"{run.where}: `streamrec {argv[0]}` binds {cls}.{host_field}={host}: unreachable"
+                    )
+                ports = {p.get("containerPort") for p in c.get("ports") or []}
+                if port not in ports:
+                    errors.append(
+                        f"{run.where}: `streamrec {argv[0]}` listens on {cls}.{port_field}={port}, "
+                        f"not a containerPort ({sorted(p for p in ports if p)})"
+                    )
+            for cls, name, kind in _lookup(WRITES, argv) or []:
+                if cls not in run.settings or getattr(run.settings[cls], name) is None:
+                    continue
+                path = str(getattr(run.settings[cls], name))
+                target = str(Path(path).parent) if kind == "file" and path.startswith("/") else path
+                problem = _write_problem(target, run.pod, c)
+                if problem:
+                    errors.append(
+                        f"{run.where}: `streamrec {' '.join(argv[:2])}` writes {cls}.{name}={path}, {problem}"
+                    )
+    return errors
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    for i, a in enumerate(args):
+        if a.startswith(f"{name}="):
+            return a.split("=", 1)[1]
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def check_triton(bundle: Bundle) -> list[str]:
+    """Triton serves the model repository ``streamrec serve prepare`` renders, from a volume both containers
+    share, and a prepare that loads models talks to its own pod's Triton in explicit model-control mode."""
+    errors = []
+    runs = streamrec_runs(bundle)
+    for pod in bundle.pods():
+        for t in pod.containers(init=False):
+            command = [str(x) for x in (t.get("command") or []) + (t.get("args") or [])]
+            if not command or Path(command[0]).name != "tritonserver":
+                continue
+            where = f"{pod.doc.where}: container {t.get('name')!r}"
+            repo = _flag(command, "--model-repository") or _flag(command, "--model-store")
+            mode = _flag(command, "--model-control-mode") or "none"
+            if not repo:
+                errors.append(f"{where}: tritonserver without --model-repository")
+                continue
+            triton_mount = _mount_for(repo, t)
+            if triton_mount is None:
+                errors.append(f"{where}: model repository {repo} is on no volume")
+            preparers = [
+                (r, argv)
+                for r in runs
+                if r.pod.doc is pod.doc
+                for argv in r.invocations
+                if argv[:2] == ["serve", "prepare"]
+            ]
+            for r, argv in preparers:
+                rendered = _flag(argv, "--repository") or (
+                    str(r.settings["TritonSettings"].model_repository)
+                    if "TritonSettings" in r.settings
+                    else None
+                )
+                if rendered != repo:
+                    errors.append(
+                        f"{r.where}: renders the model repository at {rendered}, Triton serves {repo}"
+                    )
+                    continue
+                mount = _mount_for(repo, r.container)
+                if triton_mount and (mount is None or mount.get("name") != triton_mount.get("name")):
+                    errors.append(f"{r.where}: renders {repo} on another volume than {where} reads it from")
+                if "--no-load" in argv:
+                    continue
+                if r.container in (pod.spec.get("initContainers") or []) and not r.container.get(
+                    "restartPolicy"
+                ):
+                    errors.append(
+                        f"{r.where}: an init container cannot load models (Triton is not up yet): --no-load"
+                    )
+                if mode != "explicit":
+                    errors.append(
+                        f"{where}: --model-control-mode={mode}, but {r.where} loads models through the "
+                        "model-control API, which Triton only accepts in explicit mode"
+                    )
+                url = r.settings["TritonSettings"].http_url if "TritonSettings" in r.settings else ""
+                host = re.sub(r"^\w+://", "", url).split(":")[0].split("/")[0]
+                if host not in _LOOPBACK:
+                    errors.append(
+                        f"{r.where}: loads models on {url}, not on its own pod's Triton: "
+                        "other replicas never reload"
+                    )
+            if not preparers and mode == "explicit" and _flag(command, "--load-model") is None:
+                errors.append(
+                    f"{where}: explicit model control with no --load-model and nothing that loads models"
+                )
     return errors
 
 
@@ -752,23 +1195,29 @@ def check_monitors(bundle: Bundle) -> list[str]:
     services = bundle.of("Service")
     for sm in bundle.of("ServiceMonitor"):
         spec = sm.obj.get("spec") or {}
-        matched = [s for s in services if selects(spec.get("selector"), (s.obj["metadata"].get("labels") or {}))]
+        matched = [
+            s for s in services if selects(spec.get("selector"), (s.obj["metadata"].get("labels") or {}))
+        ]
         if not matched:
             errors.append(f"{sm.where}: selector matches no Service")
         for ep in spec.get("endpoints") or []:
             for s in matched:
                 names = {p.get("name") for p in (s.obj.get("spec") or {}).get("ports") or []}
                 if ep.get("port") not in names:
-                    errors.append(f"{sm.where}: endpoint port {ep.get('port')!r} is not a port name of {s.where}")
+                    errors.append(
+                        f"{sm.where}: endpoint port {ep.get('port')!r} is not a port name of {s.where}"
+                    )
     for pm in bundle.of("PodMonitor"):
         spec = pm.obj.get("spec") or {}
-        matched = [p for p in bundle.pods() if selects(spec.get("selector"), p.labels)]
-        if not matched:
+        pods = [p for p in bundle.pods() if selects(spec.get("selector"), p.labels)]
+        if not pods:
             errors.append(f"{pm.where}: selector matches no pod template")
         for ep in spec.get("podMetricsEndpoints") or []:
-            for p in matched:
+            for p in pods:
                 if ep.get("port") not in p.port_names():
-                    errors.append(f"{pm.where}: port {ep.get('port')!r} is not a container port name of {p.doc.where}")
+                    errors.append(
+                        f"{pm.where}: port {ep.get('port')!r} is not a container port name of {p.doc.where}"
+                    )
     return errors
 
 
@@ -803,12 +1252,18 @@ def check_scaled_objects(bundle: Bundle, *, rendered: bool) -> list[str]:
         kind = ref.get("kind", "Deployment")
         target = bundle.get(kind, ref.get("name", "")) if kind in ("Deployment", "StatefulSet") else None
         if target is None:
-            errors.append(f"{so.where}: scaleTargetRef {kind}/{ref.get('name')} names no Deployment or StatefulSet")
+            errors.append(
+                f"{so.where}: scaleTargetRef {kind}/{ref.get('name')} names no Deployment or StatefulSet"
+            )
         elif rendered and "replicas" in (target.obj.get("spec") or {}):
-            errors.append(f"{so.where}: {target.where} sets spec.replicas, which fights the HPA on every apply")
+            errors.append(
+                f"{so.where}: {target.where} sets spec.replicas, which fights the HPA on every apply"
+            )
         lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
         if not isinstance(lo, int) or not isinstance(hi, int) or lo > hi:
-            errors.append(f"{so.where}: minReplicaCount {lo!r} / maxReplicaCount {hi!r} are not ordered integers")
+            errors.append(
+                f"{so.where}: minReplicaCount {lo!r} / maxReplicaCount {hi!r} are not ordered integers"
+            )
             continue
         triggers = spec.get("triggers") or []
         if not triggers:
@@ -821,9 +1276,11 @@ def check_scaled_objects(bundle: Bundle, *, rendered: bool) -> list[str]:
             if (
                 auth_ref
                 and auth_kind == "TriggerAuthentication"
-                and bundle.get(auth_kind, auth_ref.get("name")) is None
+                and bundle.get(auth_kind, str(auth_ref.get("name", ""))) is None
             ):
-                errors.append(f"{so.where}: authenticationRef {auth_ref.get('name')!r} names no TriggerAuthentication")
+                errors.append(
+                    f"{so.where}: authenticationRef {auth_ref.get('name')!r} names no TriggerAuthentication"
+                )
             if ttype == "kafka":
                 errors += _check_kafka_trigger(bundle, so, meta, hi, topics)
             elif ttype == "prometheus":
@@ -831,31 +1288,43 @@ def check_scaled_objects(bundle: Bundle, *, rendered: bool) -> list[str]:
                     if not meta.get(key):
                         errors.append(f"{so.where}: prometheus trigger needs metadata.{key}")
                 if meta.get("threshold") and not (_numeric(meta["threshold"]) or 0) > 0:
-                    errors.append(f"{so.where}: prometheus threshold {meta['threshold']!r} is not a positive number")
+                    errors.append(
+                        f"{so.where}: prometheus threshold {meta['threshold']!r} is not a positive number"
+                    )
                 if not str(meta.get("serverAddress", "")).startswith(("http://", "https://")):
                     errors.append(f"{so.where}: prometheus serverAddress must be an http(s) URL")
             elif ttype in ("cpu", "memory"):
                 if not (_numeric(meta.get("value")) or 0) > 0:
                     errors.append(f"{so.where}: {ttype} trigger needs a positive metadata.value")
                 if t.get("metricType", "Utilization") not in ("Utilization", "AverageValue"):
-                    errors.append(f"{so.where}: {ttype} trigger metricType must be Utilization or AverageValue")
+                    errors.append(
+                        f"{so.where}: {ttype} trigger metricType must be Utilization or AverageValue"
+                    )
                 if lo < 1:
-                    errors.append(f"{so.where}: a {ttype} trigger cannot scale to zero (minReplicaCount >= 1)")
+                    errors.append(
+                        f"{so.where}: a {ttype} trigger cannot scale to zero (minReplicaCount >= 1)"
+                    )
                 pod = pod_template(target) if target else None
                 for c in pod.containers(init=False) if pod else []:
                     if ttype not in ((c.get("resources") or {}).get("requests") or {}):
-                        errors.append(f"{so.where}: {ttype} trigger needs resources.requests.{ttype} on {c['name']}")
+                        errors.append(
+                            f"{so.where}: {ttype} trigger needs resources.requests.{ttype} on {c['name']}"
+                        )
     for ta in bundle.of("TriggerAuthentication"):
         for ref in (ta.obj.get("spec") or {}).get("secretTargetRef") or []:
             keys = bundle.secret_keys(ref.get("name"))
             if keys is None:
-                errors.append(f"{ta.where}: Secret {ref.get('name')!r} is neither defined nor made by Strimzi")
+                errors.append(
+                    f"{ta.where}: Secret {ref.get('name')!r} is neither defined nor made by Strimzi"
+                )
             elif ref.get("key") not in keys:
                 errors.append(f"{ta.where}: Secret {ref.get('name')!r} has no key {ref.get('key')!r}")
     return errors
 
 
-def _check_kafka_trigger(bundle: Bundle, so: Doc, meta: dict[str, Any], hi: int, topics: dict[str, Doc]) -> list[str]:
+def _check_kafka_trigger(
+    bundle: Bundle, so: Doc, meta: dict[str, Any], hi: int, topics: dict[str, Doc]
+) -> list[str]:
     errors = []
     for key in ("bootstrapServers", "consumerGroup", "topic", "lagThreshold"):
         if not meta.get(key):
@@ -884,7 +1353,9 @@ def _check_kafka_trigger(bundle: Bundle, so: Doc, meta: dict[str, Any], hi: int,
             listener_tls = bool(found[1].get("tls"))
             if listener_tls != (meta.get("tls") == "enable"):
                 listener = found[1].get("name")
-                errors.append(f"{so.where}: tls={meta.get('tls')!r} but listener {listener!r} tls={listener_tls}")
+                errors.append(
+                    f"{so.where}: tls={meta.get('tls')!r} but listener {listener!r} tls={listener_tls}"
+                )
     return errors
 
 
@@ -903,7 +1374,9 @@ def check_kafka(bundle: Bundle) -> list[str]:
             for r in (p.obj.get("spec") or {}).get("roles") or []
         }
         if not {"controller", "broker"} <= roles:
-            errors.append(f"{k.where}: KRaft needs node pools with the controller and broker roles (has {roles})")
+            errors.append(
+                f"{k.where}: KRaft needs node pools with the controller and broker roles (has {roles})"
+            )
         config = ((k.obj.get("spec") or {}).get("kafka") or {}).get("config") or {}
         brokers = bundle.brokers(k.name)
         for key in ("default.replication.factor", "offsets.topic.replication.factor", "min.insync.replicas"):
@@ -937,7 +1410,9 @@ def check_settings_consistency(bundle: Bundle, configmap: str = "streamrec-confi
             continue
         actual = (topics[name].obj.get("spec") or {}).get("partitions")
         if parts is not None and str(actual) != str(parts):
-            errors.append(f"{cm.where}: STREAMREC_KAFKA_{role}_PARTITIONS={parts} but KafkaTopic {name!r} has {actual}")
+            errors.append(
+                f"{cm.where}: STREAMREC_KAFKA_{role}_PARTITIONS={parts} but KafkaTopic {name!r} has {actual}"
+            )
     rf = data.get("STREAMREC_KAFKA_REPLICATION_FACTOR")
     kafkas = bundle.of("Kafka")
     if rf is not None and kafkas and int(rf) > bundle.brokers(kafkas[0].name):
@@ -946,8 +1421,12 @@ def check_settings_consistency(bundle: Bundle, configmap: str = "streamrec-confi
         found = _bootstrap_listener(bundle, data["KAFKA_BOOTSTRAP_SERVERS"])
         if isinstance(found, str):
             errors.append(f"{cm.where}: KAFKA_BOOTSTRAP_SERVERS: {found}")
-        elif found[1].get("tls") and data.get("STREAMREC_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") == "PLAINTEXT":
-            errors.append(f"{cm.where}: KAFKA_BOOTSTRAP_SERVERS points at a TLS listener but clients use PLAINTEXT")
+        elif (
+            found[1].get("tls") and data.get("STREAMREC_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") == "PLAINTEXT"
+        ):
+            errors.append(
+                f"{cm.where}: KAFKA_BOOTSTRAP_SERVERS points at a TLS listener but clients use PLAINTEXT"
+            )
     for key in ("TRITON_URL",):
         if key in data:
             host = re.sub(r"^\w+://", "", data[key]).split(":")[0].split("/")[0]
@@ -999,7 +1478,9 @@ def check_karpenter(bundle: Bundle) -> list[str]:
         tpl_spec = (spec.get("template") or {}).get("spec") or {}
         ref = tpl_spec.get("nodeClassRef") or {}
         if ref.get("kind") == "EC2NodeClass" and classes and ref.get("name") not in classes:
-            errors.append(f"{np.where}: nodeClassRef names EC2NodeClass {ref.get('name')!r}, which is not defined")
+            errors.append(
+                f"{np.where}: nodeClassRef names EC2NodeClass {ref.get('name')!r}, which is not defined"
+            )
         limits = spec.get("limits") or {}
         if not limits:
             errors.append(f"{np.where}: no limits (an unbounded pool can launch any number of nodes)")
@@ -1015,10 +1496,12 @@ def check_karpenter(bundle: Bundle) -> list[str]:
             for family in ("g5", "g6", "p4", "p5"):
                 if not any(v.startswith(family) for v in values):
                     errors.append(f"{np.where}: instance families do not include {family}*")
-    # Every pod asking for a GPU must fit some NodePool that has GPUs: taints tolerated, node selector satisfiable.
+    # Every pod asking for a GPU must fit some NodePool that has GPUs: taints tolerated, node selector
+    # satisfiable.
     for pod in bundle.pods():
         gpus = sum(
-            parse_quantity(((c.get("resources") or {}).get("limits") or {}).get(GPU, 0)) for c in pod.containers()
+            parse_quantity(((c.get("resources") or {}).get("limits") or {}).get(GPU, 0))
+            for c in pod.containers()
         )
         if not gpus or not nodepools:
             continue
@@ -1028,24 +1511,28 @@ def check_karpenter(bundle: Bundle) -> list[str]:
             if parse_quantity(((np.obj.get("spec") or {}).get("limits") or {}).get(GPU, 0)) >= gpus
             and all(
                 _tolerates(pod.spec.get("tolerations") or [], t)
-                for t in (((np.obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("taints") or []
+                for t in (((np.obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("taints")
+                or []
             )
             and _nodepool_allows_labels(np, pod.spec.get("nodeSelector") or {})
         ]
         if not fits:
-            errors.append(f"{pod.doc.where}: requests {gpus} GPU(s) but no NodePool with GPU limits can take it")
+            errors.append(
+                f"{pod.doc.where}: requests {gpus} GPU(s) but no NodePool with GPU limits can take it"
+            )
     return errors
 
 
-#: Kubernetes version whose schemas core objects are checked against (CronJob timeZone, policy/v1, ... need >= 1.27).
+#: Kubernetes version whose schemas core objects are checked against (CronJob timeZone, policy/v1, ... need
+#: >= 1.27).
 K8S_VERSION = "1.32.0"
 
 
 def check_core_schemas(bundle: Bundle, version: str = K8S_VERSION) -> list[str]:
     """Core objects against the strict Kubernetes JSON schemas of the ``kubernetes-validate`` package.
 
-    Strict means unknown fields are errors, as for custom resources. The package reports the first error of each
-    object. Raises ImportError when the package is not installed (callers skip).
+    Strict means unknown fields are errors, as for custom resources. The package reports the first error of
+    each object. Raises ImportError when the package is not installed (callers skip).
     """
     import kubernetes_validate
 
@@ -1076,10 +1563,12 @@ def check_bundle(bundle: Bundle, *, rendered: bool) -> list[str]:
         + check_kafka(bundle)
         + (check_settings_consistency(bundle) if bundle.get("ConfigMap", "streamrec-config") else [])
         + check_karpenter(bundle)
+        + check_streamrec_containers(bundle)
+        + check_triton(bundle)
     )
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Kustomize
 
 
@@ -1099,7 +1588,9 @@ def kustomization_refs(path: Path) -> list[tuple[str, str]]:
     refs += [("resource", r) for r in k.get("components") or []]
     refs += [("resource", r) for r in k.get("crds") or []]
     refs += [("patch", p["path"]) for p in k.get("patches") or [] if isinstance(p, dict) and "path" in p]
-    refs += [("patch", p) for p in k.get("patchesStrategicMerge") or [] if isinstance(p, str) and "\n" not in p]
+    refs += [
+        ("patch", p) for p in k.get("patchesStrategicMerge") or [] if isinstance(p, str) and "\n" not in p
+    ]
     refs += [("patch", p["path"]) for p in k.get("patchesJson6902") or [] if "path" in p]
     for gen in (k.get("configMapGenerator") or []) + (k.get("secretGenerator") or []):
         refs += [("file", f.split("=", 1)[-1]) for f in gen.get("files") or []]
