@@ -75,6 +75,12 @@ class MicroBatchPusher:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="feast-pusher")
+            self._task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Nothing is released any more: offsets stop being committed. Say so loudly.
+            log.error("Feast pusher stopped: %r", task.exception(), exc_info=task.exception())
 
     async def submit(self, source: str, rows: Mapping[str, dict[str, Any]], events: int, release: Release) -> None:
         """Queue rows (entity id -> row) standing for ``events`` processed events; waits if too much is pending."""
@@ -118,7 +124,10 @@ class MicroBatchPusher:
             await self._push_with_retry(loop, batch)
             self._in_flight_events = 0
             for release in batch.releases:
-                release()
+                try:
+                    release()
+                except Exception:  # a release must never stop the flusher: later batches depend on it
+                    log.exception("releasing a pushed batch failed")
             self._space.set()
 
     async def _push_with_retry(self, loop: asyncio.AbstractEventLoop, batch: _Buffer) -> None:
