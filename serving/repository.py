@@ -50,8 +50,6 @@ STAGE_CONFIG_FILE = "stage.json"
 MODEL_PREFIX = "recommend_"
 ENSEMBLE_INPUTS = (IN_USER_ID, IN_DEVICE, IN_TIMESTAMP_MS, IN_K, IN_OPTIONS)
 ENSEMBLE_OUTPUTS = (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS)
-#: Stages whose work is a batched tensor op: Triton may hand them several requests at once.
-BATCHED_STAGES = ("query_tower", "retrieval", "ranker")
 
 #: Every tensor of the pipeline: Triton data type and dims (batch dimension excluded).
 TENSORS: dict[str, tuple[str, list[int]]] = {
@@ -114,7 +112,9 @@ def render_stage_config(stage: str, serving: ServingSettings) -> str:
         + "version_policy: { all { } }\n"
         + f"instance_group [ {{ count: {serving.instance_count} kind: {kind} }} ]\n"
     )
-    if stage in BATCHED_STAGES:
+    if serving.batch_delay_us >= 0 and serving.max_batch_size > 1:
+        # Every stage runs a whole batch at once (one torch call, one Feast read, one Redis round trip), so
+        # under load Triton's dynamic batcher turns N stub round trips into one.
         text += f"dynamic_batching {{ max_queue_delay_microseconds: {serving.batch_delay_us} }}\n"
     return text
 
