@@ -1,0 +1,67 @@
+"""CLI plugin: ``streamrec archive`` (the archiver) and ``streamrec recs-client`` (the example client)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from types import FrameType
+
+from consumers.settings import ConsumersSettings
+from streamrec.cli.plugins import CommandHandler, PluginRegistry
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from consumers.archiver import Archiver, RollPolicy
+    from streamrec.settings import KafkaSettings, PathsSettings
+
+    s = ConsumersSettings.load()
+    root = PathsSettings.load().archive_root
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True  # finish the current poll, write the buffer, commit, exit
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    archiver = Archiver(
+        KafkaSettings.load(),
+        root,
+        group=s.archiver_group,
+        policy=RollPolicy(s.roll_max_rows, s.roll_max_bytes, s.roll_max_age_s),
+        topic=s.archiver_topic,
+        poll_max_messages=s.poll_max_messages,
+        poll_timeout_s=s.poll_timeout_s,
+    )
+    stats = archiver.run(lambda: stopping, idle_exit_s=args.idle_exit)
+    print(f"archived {stats.events} events in {stats.files} files under {root}")
+    return 0
+
+
+def _recs_client(args: argparse.Namespace) -> int:
+    from consumers.recs_client import run
+
+    return run(args.user, args.from_beginning, ConsumersSettings.load().recs_group, args.idle_exit)
+
+
+def register(registry: PluginRegistry) -> None:
+    registry.add_settings(ConsumersSettings)
+
+    def setup_archive(parser: argparse.ArgumentParser) -> CommandHandler:
+        parser.add_argument(
+            "--idle-exit", type=float, metavar="S", help="write, commit and exit after S seconds without messages"
+        )
+        return _archive
+
+    def setup_recs_client(parser: argparse.ArgumentParser) -> CommandHandler:
+        parser.add_argument("--user", action="append", help="only these user ids (repeatable)")
+        parser.add_argument("--from-beginning", action="store_true", help="read the topic from the start")
+        parser.add_argument("--idle-exit", type=float, metavar="S", help="exit after S seconds without a change")
+        return _recs_client
+
+    registry.add_command(
+        "archive", "archive interaction events to date-partitioned Parquet (offsets after fsync)", setup_archive
+    )
+    registry.add_command(
+        "recs-client", "example client: latest recommendations per user from the topic", setup_recs_client
+    )

@@ -1,0 +1,32 @@
+"""Settings of the confluent-kafka consumers (env prefix ``STREAMREC_CONSUMERS_``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from streamrec.settings import ComponentSettings
+
+
+class ConsumersSettings(ComponentSettings):
+    """The event archiver and the example recommendations client."""
+
+    section: ClassVar[str] = "consumers"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_CONSUMERS_")
+
+    archiver_group: str = Field("streamrec-archiver", min_length=1, description="Consumer group of the archiver.")
+    archiver_topic: str | None = Field(
+        None, description="Topic the archiver reads; unset: STREAMREC_KAFKA_INTERACTIONS_TOPIC."
+    )
+    roll_max_rows: int = Field(100_000, ge=1, description="Write a file once this many events are buffered.")
+    roll_max_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="... or once the buffered events' estimated size reaches this."
+    )
+    roll_max_age_s: float = Field(60.0, gt=0, description="... or once the oldest buffered event waited this long.")
+    poll_max_messages: int = Field(5000, ge=1, description="Messages taken per poll.")
+    poll_timeout_s: float = Field(0.5, gt=0, description="Longest wait of one poll.")
+    recs_group: str | None = Field(
+        None, description="Consumer group of the example recommendations client; unset: a fresh one per run."
+    )
