@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -75,6 +76,13 @@ class RecommendationConsumer:
         if self.user_ids is not None and rec.user_id not in self.user_ids:
             return None
         return rec
+
+    def wait_for_assignment(self, timeout_s: float = 10.0) -> bool:
+        """Poll until partitions are assigned, so that "latest" starts before anything produced next."""
+        deadline = time.monotonic() + timeout_s
+        while not self._consumer.assignment() and time.monotonic() < deadline:
+            self.poll(0.2)
+        return bool(self._consumer.assignment())
 
     def __iter__(self) -> Iterator[RecommendationMessage]:
         while True:

@@ -1,0 +1,282 @@
+"""The demo's orchestration: stack, data, training, serving, streaming, replay, then the showcase.
+
+Components are driven through their CLI commands in subprocesses, so the core never imports an app
+folder. Steps whose command is not installed are skipped with a note. Ctrl-C (or SIGTERM) stops what the
+demo started: background processes first, then the stack components if the demo brought them up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamrec.archive import read_interactions
+from streamrec.artifacts import load_metadata, read_current, version_dir
+from streamrec.demo import showcase
+from streamrec.errors import ArtifactError, StreamrecError
+from streamrec.settings import KafkaSettings, PathsSettings, StackSettings
+from streamrec.stack import LocalStack
+
+TTY = sys.stdout.isatty()
+BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if TTY else ("", "", "")
+DEMO_API_KEY = "demo-key"
+# The API's and worker's own settings (STREAMREC_API_PORT, STREAMREC_STREAMS_WEB_PORT) pick the ports.
+API_PORT = int(os.environ.get("STREAMREC_API_PORT", "8080"))
+WORKER_WEB_PORT = int(os.environ.get("STREAMREC_STREAMS_WEB_PORT", "6066"))
+
+
+def say(message: str) -> None:
+    print(f"{BOLD}==> {message}{RESET}", flush=True)
+
+
+def note(message: str) -> None:
+    print(f"    {message}", flush=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    dataset: str = "ml-100k"
+    replay_limit: int = 20_000
+    retrain: bool = False
+    wait: bool = True
+
+
+@dataclass
+class Background:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@dataclass
+class Demo:
+    available: set[str]
+    options: DemoOptions = field(default_factory=DemoOptions)
+    stack: LocalStack = field(default_factory=LocalStack)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings.load)
+    paths: PathsSettings = field(default_factory=PathsSettings.load)
+    background: list[Background] = field(default_factory=list)
+    started_stack: list[str] = field(default_factory=list)
+    cli: Sequence[str] = (sys.executable, "-m", "streamrec.cli.main")
+
+    @property
+    def log_dir(self) -> Path:
+        path = StackSettings.load().run_dir / "demo"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def dataset_root(self) -> Path:
+        return self.paths.dataset_root(self.options.dataset)
+
+    @property
+    def child_env(self) -> dict[str, str]:
+        return {
+            "STREAMREC_API_API_KEYS": json.dumps([DEMO_API_KEY]),
+            "STREAMREC_API_PORT": str(API_PORT),
+            "STREAMREC_STREAMS_WEB_PORT": str(WORKER_WEB_PORT),
+            "STREAMREC_STREAMS_CATALOG_PATH": str(self.dataset_root / "items.parquet"),
+        }
+
+    # -- process helpers -------------------------------------------------------------------------------
+    def has(self, command: str) -> bool:
+        if command in self.available:
+            return True
+        note(f"{DIM}skipped: the '{command}' command is not installed{RESET}")
+        return False
+
+    def streamrec(self, *args: str) -> None:
+        """Run a CLI command in the foreground, its output (progress bars included) shown."""
+        note(f"{DIM}$ streamrec {' '.join(args)}{RESET}")
+        code = subprocess.call([*self.cli, *args], env={**os.environ, **self.child_env})
+        if code != 0:
+            raise StreamrecError(f"step 'streamrec {' '.join(args)}' failed with exit code {code}")
+
+    def spawn(self, name: str, *args: str) -> Background:
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as handle:
+            proc = subprocess.Popen(
+                [*self.cli, *args],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.child_env},
+                start_new_session=True,
+            )
+        bg = Background(name, proc, log_path)
+        self.background.append(bg)
+        note(f"started {name} (pid {proc.pid}); log: {log_path}")
+        return bg
+
+    def check_background(self) -> None:
+        for bg in self.background:
+            if bg.proc.poll() is not None:
+                raise StreamrecError(f"{bg.name} exited with code {bg.proc.returncode}; see {bg.log_path}")
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_background()
+            if check():
+                return
+            time.sleep(0.5)
+        raise StreamrecError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+    def stop(self) -> None:
+        for bg in reversed(self.background):
+            if bg.proc.poll() is None:
+                note(f"stopping {bg.name}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(bg.proc.pid, signal.SIGTERM)
+        for bg in self.background:
+            try:
+                bg.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(bg.proc.pid, signal.SIGKILL)
+        self.background.clear()
+        if self.started_stack:
+            note(f"stopping the stack components the demo started: {', '.join(self.started_stack)}")
+            self.stack.down()
+
+    # -- steps -----------------------------------------------------------------------------------------
+    def start_stack(self) -> None:
+        say("1/7 Starting the local stack: Kafka 4 (KRaft), Valkey + RedisBloom, Triton")
+        self.started_stack = self.stack.up(note)
+        for row in self.stack.status():
+            note(f"{row.name:<7} {row.state:<9} {row.health.detail}")
+
+    def prepare_data(self) -> None:
+        say(f"2/7 Preparing the {self.options.dataset} dataset (archive layout: Parquet by event date)")
+        if (self.dataset_root / "items.parquet").is_file():
+            note(f"already prepared at {self.dataset_root}")
+            return
+        if self.has("data"):
+            self.streamrec("data", "prepare", "--dataset", self.options.dataset)
+
+    def current_export(self) -> str | None:
+        try:
+            version = read_current(self.paths.export_root)
+            metadata = load_metadata(version_dir(self.paths.export_root, version))
+        except ArtifactError:
+            return None
+        return version if metadata.dataset == self.options.dataset else None
+
+    def train(self) -> None:
+        say("3/7 Training Two-Tower + DLRM, building the FAISS index, exporting")
+        version = self.current_export()
+        if version and not self.options.retrain:
+            note(f"export {version} (trained on {self.options.dataset}) is published; --retrain trains again")
+            return
+        if self.has("train"):
+            self.streamrec("train", "full", "--dataset", self.options.dataset)
+
+    def start_serving(self) -> None:
+        say("4/7 Feast feature repository, Triton ensemble, streaming worker, archiver and API")
+        if self.has("features"):
+            self.streamrec("features", "apply", "--dataset", self.options.dataset, "--materialize")
+        if self.has("serve"):
+            self.streamrec("serve", "prepare")
+        if self.has("worker"):
+            self.spawn("worker", "worker")
+        if self.has("archive"):
+            self.spawn("archiver", "archive")
+        if self.has("api"):
+            self.spawn("api", "api")
+            self.wait_for("the API", lambda: _http_ok(f"http://127.0.0.1:{API_PORT}/healthz"))
+        if "worker" in self.available:
+            self.wait_for("the worker", lambda: _http_ok(f"http://127.0.0.1:{WORKER_WEB_PORT}/metrics"))
+
+    def replay(self) -> list[str]:
+        say(f"5/7 Replaying {self.options.replay_limit:,} {self.options.dataset} events into Kafka")
+        self.streamrec(
+            "replay",
+            "--dataset",
+            self.options.dataset,
+            "--limit",
+            str(self.options.replay_limit),
+            "--retime",
+            "--new-ids",
+        )
+        frame = read_interactions(self.dataset_root, columns=["user_id"]).iloc[: self.options.replay_limit]
+        return list(frame["user_id"].value_counts().index[:3])
+
+    def showcase(self, users: list[str]) -> None:
+        api = showcase.ApiClient(f"http://127.0.0.1:{API_PORT}", DEMO_API_KEY)
+        say("6/7 Showcase")
+        if "api" in self.available:
+            note("(a) recommendations from the HTTP API:")
+            showcase.show_api_recommendations(api, users, note)
+        if "worker" in self.available:
+            note("(b) new events -> the worker refreshes recommendations on the 'recommendations' topic:")
+            items = self._items_for_click(users[-1])
+            showcase.wait_for_pushed_recommendations(self.kafka, users[-1], items, note)
+        if "api" in self.available and "worker" in self.available:
+            note("(c) a seen item disappears from the user's results (Bloom filter exclusion):")
+            showcase.show_seen_item_disappears(api, users[0], note)
+
+    def _items_for_click(self, user_id: str) -> list[str]:
+        api = showcase.ApiClient(f"http://127.0.0.1:{API_PORT}", DEMO_API_KEY)
+        try:
+            return [i["item_id"] for i in api.recommendations(user_id, k=3)["items"]][:2] or ["1"]
+        except Exception:
+            return ["1"]
+
+    def where_to_look(self) -> None:
+        say("7/7 Try it by hand")
+        base = f"http://127.0.0.1:{API_PORT}"
+        note(f"curl -H 'X-API-Key: {DEMO_API_KEY}' '{base}/v1/recommendations?user_id=1&k=5&timings=true'")
+        note("""EVENT='{"event_id": "'$(cat /proc/sys/kernel/random/uuid)'", "user_id": "1", "item_id": "50",'""")
+        note("""EVENT+=' "event_type": "click", "timestamp": '$(date +%s000)', "context": {"device": "mobile",'""")
+        note("""EVENT+=' "session_id": "s1"}}'""")
+        note(f"curl -H 'X-API-Key: {DEMO_API_KEY}' -H 'Content-Type: application/json' -d \"$EVENT\" {base}/v1/events")
+        note(".venv/bin/streamrec recs --follow                       # pushed recommendations")
+        note(f"curl {base}/docs                                         # OpenAPI")
+        note(f"curl http://127.0.0.1:{WORKER_WEB_PORT}/metrics | grep streamrec   # worker metrics")
+        note(f".venv/bin/streamrec stack status; logs under {StackSettings.load().run_dir}")
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            self.start_stack()
+            self.prepare_data()
+            self.train()
+            self.start_serving()
+            users = self.replay()
+            self.showcase(users)
+            self.where_to_look()
+            if self.options.wait:
+                say("Running. Press Ctrl-C to stop.")
+                while True:
+                    self.check_background()
+                    time.sleep(1)
+        except KeyboardInterrupt:
+            print()
+            say("Stopping")
+        except StreamrecError as exc:
+            print(f"streamrec demo: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        finally:
+            self.stop()
+        return 0

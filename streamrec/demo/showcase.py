@@ -1,0 +1,116 @@
+"""What the demo shows once everything runs: API recommendations, pushed recommendations, seen items dropping out.
+
+Everything here talks to the running services the way a client application would: HTTP to the API, the SDK
+to Kafka. No component is imported.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from streamrec.client import InteractionProducer, RecommendationConsumer
+from streamrec.schemas import InteractionEvent, RecommendationMessage
+from streamrec.settings import KafkaSettings
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class ApiClient:
+    base_url: str
+    api_key: str
+    timeout_s: float = 5.0
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"X-API-Key": self.api_key}, timeout=self.timeout_s)
+
+    def healthy(self) -> bool:
+        try:
+            with self._client() as client:
+                return client.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def recommendations(self, user_id: str | None, k: int = 5, **params: Any) -> dict[str, Any]:
+        query: dict[str, Any] = {"k": k, **params}
+        if user_id is not None:
+            query["user_id"] = user_id
+        with self._client() as client:
+            response = client.get("/v1/recommendations", params=query)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def post_event(self, event: InteractionEvent) -> int:
+        with self._client() as client:
+            response = client.post(
+                "/v1/events", content=event.to_json_bytes(), headers={"Content-Type": "application/json"}
+            )
+        return response.status_code
+
+
+def format_items(result: dict[str, Any]) -> str:
+    items = ", ".join(f"{i['item_id']} ({i['score']:.2f})" for i in result["items"])
+    flags = f"  flags={result['flags']}" if result.get("flags") else ""
+    return f"[{result.get('model_version') or 'no model'}] {items}{flags}"
+
+
+def show_api_recommendations(api: ApiClient, users: list[str], say: Say) -> None:
+    for user in users:
+        result = api.recommendations(user, k=5)
+        say(f"user {user:<8} {format_items(result)}")
+    result = api.recommendations(None, k=5)
+    say(f"anonymous     {format_items(result)}")
+
+
+def wait_for_pushed_recommendations(
+    kafka: KafkaSettings, user_id: str, item_ids: list[str], say: Say, timeout_s: float = 30.0
+) -> RecommendationMessage | None:
+    """Produce events for ``user_id`` and wait for the worker's refreshed recommendations on the topic."""
+    events = [InteractionEvent.new(user_id, item, "click", device="mobile", session_id="demo") for item in item_ids]
+    trigger_ids = {e.event_id for e in events}
+    with RecommendationConsumer(kafka, group_id=f"streamrec-demo-{uuid.uuid4().hex[:8]}", user_ids={user_id}) as recs:
+        recs.wait_for_assignment()
+        sent_at = time.monotonic()
+        with InteractionProducer(kafka) as producer:
+            producer.send_many(events)
+        say(f"produced {len(events)} click events for user {user_id}: {', '.join(item_ids)}")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            message = recs.poll(0.5)
+            if message is None:
+                continue
+            if message.trigger_event_id in trigger_ids:
+                elapsed_ms = (time.monotonic() - sent_at) * 1000
+                items = ", ".join(i.item_id for i in message.items[:5])
+                flags = f" flags={message.flags}" if message.flags else ""
+                say(f"recommendations arrived on the topic after {elapsed_ms:.0f} ms: {items}{flags}")
+                return message
+    say(f"no recommendation message for {user_id} within {timeout_s:.0f}s")
+    return None
+
+
+def show_seen_item_disappears(api: ApiClient, user_id: str, say: Say, timeout_s: float = 15.0) -> bool:
+    """The user views their top recommendation; it must leave their next results (Bloom filter exclusion)."""
+    before = api.recommendations(user_id, k=10)
+    if not before["items"]:
+        say("no recommendations to test with")
+        return False
+    top = before["items"][0]["item_id"]
+    say(f"before: user {user_id} gets {format_items(before)}")
+    status = api.post_event(InteractionEvent.new(user_id, top, "view", device="desktop", session_id="demo"))
+    say(f"POST /v1/events: user {user_id} views {top} -> HTTP {status}")
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        after = api.recommendations(user_id, k=10)
+        if top not in {i["item_id"] for i in after["items"]}:
+            say(f"after {1000 * (time.monotonic() - start):.0f} ms: {top} is gone: {format_items(after)}")
+            return True
+        time.sleep(0.1)
+    say(f"{top} still recommended after {timeout_s:.0f}s")
+    return False
