@@ -3,6 +3,7 @@ with the user stream view (names from streamrec.features), and pipeline configur
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -142,7 +143,8 @@ def feast_repo(stack: Any, serving_tmp: Path) -> Iterator[tuple[Path, str]]:
     store = FeatureStore(repo_path=str(repo))
     store.apply([user, source, view])
     yield repo, project
-    store.teardown()
+    with contextlib.suppress(Exception):  # the stack may already be gone
+        store.teardown()
 
 
 def push_user_features(repo: Path, rows: list[dict[str, Any]]) -> None:
