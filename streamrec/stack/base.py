@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from abc import ABC, abstractmethod
@@ -49,6 +50,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
 def tail(path: Path, lines: int = 20) -> str:
     if not path.is_file():
         return ""
@@ -85,6 +92,10 @@ class Component(ABC):
     def command(self) -> tuple[Sequence[str], Mapping[str, str]]:
         """argv and extra environment of the server process."""
 
+    def ports(self) -> list[int]:
+        """Local ports the server listens on; checked to be free before it starts."""
+        return []
+
     def install(self, progress: Callable[[str], None]) -> None:  # noqa: B027 - optional hook
         """Fetch binaries into the cache (idempotent)."""
 
@@ -119,6 +130,12 @@ class Component(ABC):
             self.wait_healthy(timeout_s)
             return False
         self.install(progress)
+        for port in self.ports():
+            if port_in_use(port):
+                # Otherwise the health check could pass against somebody else's server on that port.
+                raise StackError(
+                    self.name, f"port {port} on 127.0.0.1 is already in use by another process; choose another port"
+                )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
         argv, extra_env = self.command()

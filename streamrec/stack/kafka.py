@@ -134,6 +134,9 @@ class KafkaComponent(Component):
         if result.returncode != 0:
             raise StackError(self.name, "formatting KRaft storage failed", str(fmt_log))
 
+    def ports(self) -> list[int]:
+        return [self.kafka.local_port, self.kafka.local_controller_port]
+
     def command(self) -> tuple[Sequence[str], Mapping[str, str]]:
         return self._java(MAIN_CLASS, str(self.config_path.resolve())), {}
 

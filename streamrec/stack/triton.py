@@ -124,6 +124,9 @@ class TritonComponent(Component):
     def prepare(self) -> None:
         self.settings.model_repository.mkdir(parents=True, exist_ok=True)
 
+    def ports(self) -> list[int]:
+        return [self.settings.http_port, self.settings.grpc_port, self.settings.metrics_port]
+
     def command(self) -> tuple[Sequence[str], Mapping[str, str]]:
         s = self.settings
         return [

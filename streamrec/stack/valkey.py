@@ -53,6 +53,9 @@ class ValkeyComponent(Component):
     def external(self) -> bool:
         return self.settings.external
 
+    def ports(self) -> list[int]:
+        return [self.settings.local_port]
+
     def command(self) -> tuple[Sequence[str], Mapping[str, str]]:
         return [
             str(valkey_binary()),

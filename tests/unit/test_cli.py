@@ -87,3 +87,19 @@ def test_component_that_fails_to_start_is_named_with_reason_and_log(tmp_path: Pa
     assert message.startswith("crasher: exited with code 3: bind: address already in use")
     assert str(comp.log_path) in message
     assert comp.pid() is None
+
+
+def test_component_refuses_to_start_on_a_port_another_process_holds(tmp_path: Path) -> None:
+    import socket
+
+    from streamrec.settings import RedisSettings
+    from streamrec.stack.valkey import ValkeyComponent
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        comp = ValkeyComponent(tmp_path, RedisSettings(local_port=port))
+        with pytest.raises(StackError, match=f"port {port} on 127.0.0.1 is already in use"):
+            comp.start(10, lambda _: None)
+        assert comp.pid() is None
