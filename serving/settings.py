@@ -45,7 +45,7 @@ class ServingSettings(ComponentSettings):
     instance_count: int = Field(1, ge=1, description="Triton instances per stage.")
     max_batch_size: int = Field(16, ge=1, description="Triton max_batch_size of the ensemble and its stages.")
     batch_delay_us: int = Field(
-        100, ge=0, description="Dynamic batching queue delay of every stage (each runs a batch in one go)."
+        0, ge=0, description="Dynamic batching queue delay of every stage; 0 batches only what is already queued."
     )
     reload_grace_s: float = Field(
         1.0, ge=0, description="After switching the ensemble, wait this long before unloading the old stages."
