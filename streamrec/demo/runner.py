@@ -226,6 +226,7 @@ class Demo:
         api = showcase.ApiClient(f"http://127.0.0.1:{API_PORT}", DEMO_API_KEY)
         say("6/7 Showcase")
         if "api" in self.available:
+            showcase.wait_for_pipeline(api, users[0], note)
             note("(a) recommendations from the HTTP API:")
             showcase.show_api_recommendations(api, users, note)
         if "worker" in self.available:
