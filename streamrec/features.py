@@ -54,6 +54,8 @@ FEAST_USER_PUSH_SOURCE = "user_stream_push"
 FEAST_ITEM_PUSH_SOURCE = "item_stream_push"
 FEAST_USER_ENTITY_KEY = "user_id"
 FEAST_ITEM_ENTITY_KEY = "item_id"
+#: Field of the user stream view: the last RECENT_ITEMS_LEN item ids, newest first (dislikes excluded).
+FEAST_USER_RECENT_ITEMS_FIELD = "recent_items"
 
 
 def minute_bucket(epoch_ms: int) -> int:

@@ -6,6 +6,7 @@ Set KAFKA_BOOTSTRAP_SERVERS / REDIS_URL / TRITON_URL to run them against externa
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
@@ -60,6 +61,11 @@ def stack() -> Iterator[StackHandle]:
     reason = _missing_prerequisites()
     if reason:
         pytest.skip(reason)
+    # Two pytest sessions on one machine would share the test run dir's pid files and ports, and one's
+    # teardown would stop the other's servers: sessions take turns.
+    TEST_RUN_DIR.mkdir(parents=True, exist_ok=True)
+    session_lock = open(TEST_RUN_DIR / ".session.lock", "w")  # noqa: SIM115 - held for the whole session
+    fcntl.flock(session_lock, fcntl.LOCK_EX)
     saved = {k: os.environ.get(k) for k in TEST_ENV}
     os.environ.update(TEST_ENV)
     local = LocalStack(StackSettings.load(), KafkaSettings.load(), RedisSettings.load(), TritonSettings.load())
@@ -76,6 +82,7 @@ def stack() -> Iterator[StackHandle]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        session_lock.close()
 
 
 @pytest.fixture(scope="session")
