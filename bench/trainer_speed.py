@@ -2,6 +2,9 @@
 
     python bench/trainer_speed.py ml100k --out DIR
         full training (both models, index, export) on MovieLens-100K; target <= 2 min on the 2-core CPU
+    python bench/trainer_speed.py latency --export-root DIR
+        CPU latency of the exported TorchScript models as serving calls them (query tower B=1; ranker B=1,
+        N=300 candidates), median and p99 over 200 calls after warm-up
     python bench/trainer_speed.py reference --out DIR [--root ROOT] [--full-cap N] [--skip-full]
         reference-scale synthetic data (generated if ROOT lacks it): full training on days 1-13 and the
         daily fine-tune on day 14 (~930k events); targets: fine-tune <= 10 min on the 2-core CPU and
@@ -91,9 +94,53 @@ def bench_reference(
     return result
 
 
+def bench_latency(export_root: Path, threads: int) -> dict[str, Any]:
+    import numpy as np
+
+    from streamrec import artifacts as art
+
+    torch.set_num_threads(threads)
+    directory = art.current_dir(export_root)
+    meta = art.load_metadata(directory)
+    arrays = art.load_item_arrays(directory, meta)
+    query = torch.jit.load(str(directory / art.QUERY_TOWER_FILE))
+    ranker = torch.jit.load(str(directory / art.RANKER_FILE))
+    p = len(meta.feature_spec.profile_fields)
+    gen = torch.Generator().manual_seed(0)
+
+    def timed(fn: Any, calls: int = 200) -> dict[str, float]:
+        for _ in range(20):
+            fn()
+        times = []
+        for _ in range(calls):
+            began = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - began) * 1000)
+        return {"p50_ms": round(float(np.median(times)), 3), "p99_ms": round(float(np.percentile(times, 99)), 3)}
+
+    user = torch.tensor([1])
+    profile = torch.ones(1, p, dtype=torch.long)
+    recent = torch.randint(1, meta.n_items + 1, (1, 20), generator=gen)
+    ctx = torch.tensor([[1, 20, 4]])
+    n = 300
+    items = torch.randint(1, meta.n_items + 1, (1, n), generator=gen)
+    rows = items - 1
+    args = (user, profile, recent, ctx, torch.rand(1, len(meta.feature_spec.user_count_features)), items,
+            torch.as_tensor(arrays.category_idx)[rows], torch.as_tensor(arrays.dense)[rows],
+            torch.as_tensor(arrays.text)[rows], torch.as_tensor(arrays.image)[rows])  # fmt: skip
+    with torch.no_grad():
+        return {
+            "threads": threads,
+            "query_tower_b1": timed(lambda: query(user, profile, recent, ctx)),
+            "ranker_b1_n300": timed(lambda: ranker(*args)),
+        }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=("ml100k", "reference"))
+    parser.add_argument("which", choices=("ml100k", "reference", "latency"))
+    parser.add_argument("--export-root", type=Path, default=Path(".streamrec/exports"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the latency run.")
     parser.add_argument("--out", type=Path, default=Path(".streamrec/bench"))
     parser.add_argument("--root", type=Path, default=Path(".streamrec/data/synthetic-ref"))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -108,6 +155,8 @@ def main() -> int:
     began = time.perf_counter()
     if args.which == "ml100k":
         result = bench_ml100k(args.out, args.device, args.cache_dir)
+    elif args.which == "latency":
+        result = bench_latency(args.export_root, args.threads)
     else:
         result = bench_reference(args.out, args.root, args.device, batch, args.cache_dir, args.full_cap, args.skip_full)
     result.update({"machine": machine(), "device": "cuda" if gpu else "cpu", "batch_size": batch})

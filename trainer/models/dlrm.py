@@ -65,7 +65,7 @@ class DLRMRanker(nn.Module):
         self.user_dense_bottom = mlp(config.n_user_dense, config.bottom_hidden, e, final_activation=True)
         content = config.n_item_dense + config.text_dim + config.image_dim
         self.item_dense_bottom = mlp(content, config.bottom_hidden, e, final_activation=True)
-        self.user_embedding = nn.Embedding(self.n_users, e)
+        self.user_embedding = nn.Embedding(self.n_users, e, sparse=True)
         self.profile_embeddings = nn.ModuleList(nn.Embedding(n, e) for n in self.profile_sizes)
         self.device_embedding = nn.Embedding(len(DEVICE_VOCAB), e)
         self.hour_embedding = nn.Embedding(N_HOURS, e)

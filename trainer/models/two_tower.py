@@ -43,7 +43,7 @@ class QueryTower(nn.Module):
         self.context_sizes = [len(DEVICE_VOCAB), N_HOURS, N_WEEKDAYS]
         self.n_items = config.n_items + 1
         self.profile_sizes = list(config.profile_vocab_sizes)
-        self.user_embedding = nn.Embedding(self.n_users, config.id_dim)
+        self.user_embedding = nn.Embedding(self.n_users, config.id_dim, sparse=True)
         self.profile_embeddings = nn.ModuleList(nn.Embedding(n, config.context_dim) for n in self.profile_sizes)
         self.recent_pool = MaskedMeanPool(nn.Embedding(self.n_items, config.id_dim, padding_idx=0))
         self.device_embedding = nn.Embedding(len(DEVICE_VOCAB), config.context_dim)
