@@ -163,3 +163,14 @@ def test_current_pointing_nowhere_is_an_artifact_error(tmp_path: Path) -> None:
     (tmp_path / art.CURRENT_FILE).write_text("v20260101000000-abcdef\n")
     with pytest.raises(ArtifactError, match="not under"):
         art.read_current(tmp_path)
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(
+    tiny_dataset: Dataset, tiny_content: ContentEmbeddings, settings: TrainerSettings, tmp_path: Path
+) -> None:
+    rows = np.arange(len(tiny_dataset.events))
+    first = train_models(tiny_dataset, rows, tiny_content, settings, checkpoint_dir=tmp_path, retrieval_epochs=1)
+    assert first.stats[0].resumed_from_epoch == 0 and (tmp_path / "retrieval.pt").is_file()
+    again = train_models(tiny_dataset, rows, tiny_content, settings, checkpoint_dir=tmp_path, retrieval_epochs=2)
+    assert again.stats[0].resumed_from_epoch == 1
+    assert again.stats[0].epochs == 1  # only the missing epoch ran

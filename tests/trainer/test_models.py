@@ -7,6 +7,8 @@ import torch
 
 from trainer.models.dlrm import DLRMConfig, DLRMRanker
 from trainer.models.two_tower import TwoTower, TwoTowerConfig, in_batch_softmax_loss, mask_query_inputs
+from trainer.settings import TrainerSettings
+from trainer.train.loops import make_optimizer
 
 B, P, R, N = 5, 3, 20, 7
 
@@ -111,7 +113,7 @@ def test_ranker_bce_decreases_when_training_on_a_fixed_batch() -> None:
     ranker = _ranker()
     inputs = _ranker_inputs()
     target = (torch.rand(B, N) > 0.5).float()
-    opt = torch.optim.Adam(ranker.parameters(), lr=1e-2)
+    opt = make_optimizer(ranker, TrainerSettings(learning_rate=1e-2))
     losses = []
     for _ in range(30):
         loss = torch.nn.functional.binary_cross_entropy_with_logits(ranker(*inputs), target)
