@@ -304,13 +304,19 @@ def prepare(
         complete = state.slot > 0 and all(
             (repo / model_name(s) / str(state.slot) / STAGE_CONFIG_FILE).is_file() for s in STAGES
         )
-        changed = force or not complete or state.export_version != version
+        stage_config = StageConfig(
+            export_dir=export_dir, export_version=version, serving=serving, bloom=bloom, redis_url=redis_url
+        )
+        # A new slot also when only the stage settings changed (another Redis URL, Feast repo, ...): a slot's
+        # stage.json is read once, when Triton loads it.
+        settings_changed = complete and any(
+            StageConfig.read(repo / model_name(s) / str(state.slot) / STAGE_CONFIG_FILE) != stage_config
+            for s in STAGES
+        )
+        changed = force or not complete or state.export_version != version or settings_changed
         slot = state.slot + 1 if changed else state.slot
         if changed:
             progress(f"writing slot {slot} for export {version}")
-            stage_config = StageConfig(
-                export_dir=export_dir, export_version=version, serving=serving, bloom=bloom, redis_url=redis_url
-            )
             for stage in STAGES:
                 target = repo / model_name(stage) / str(slot)
                 target.mkdir(parents=True, exist_ok=True)

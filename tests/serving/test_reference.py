@@ -10,6 +10,7 @@ import pytest
 
 from serving.pipeline.factory import StageConfig
 from serving.pipeline.reference import ReferencePipeline
+from serving.settings import ServingSettings
 from streamrec.pipeline_client import (
     BLOOM_UNAVAILABLE,
     FEATURES_UNAVAILABLE,
@@ -74,3 +75,15 @@ def test_reference_is_deterministic_and_sampling_is_seeded(offline: ReferencePip
     b = RecommendRequest(user_id=None, k=10, options=RecommendOptions(temperature=1.0, seed=2))
     assert offline.recommend(a).items == offline.recommend(a).items
     assert offline.recommend(a).items != offline.recommend(b).items
+
+
+def test_prepare_writes_a_new_slot_when_only_stage_settings_change(export_root: Path, tmp_path: Path) -> None:
+    """A stage reads its stage.json once, at load: pointing it at another Redis must make a new slot."""
+    from serving.repository import RepositoryState, prepare
+
+    repo = tmp_path / "repo"
+    first = prepare(repo, export_root, redis_url="redis://127.0.0.1:1/0", serving=ServingSettings())
+    again = prepare(repo, export_root, redis_url="redis://127.0.0.1:1/0", serving=ServingSettings())
+    moved = prepare(repo, export_root, redis_url="redis://127.0.0.1:2/0", serving=ServingSettings())
+    assert RepositoryState.read(repo).slot == 2
+    assert (first.slot, again.slot, moved.slot) == (1, 1, 2)
