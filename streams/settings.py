@@ -52,10 +52,10 @@ class StreamsSettings(ComponentSettings):
         10.0, ge=6, description="Group session timeout: how soon a dead worker's partitions move to another."
     )
     dedupe_max_events: int = Field(
-        1000, ge=1, description="Event ids remembered per user for de-duplication (most recent kept)."
+        256, ge=1, description="Event ids remembered per user for de-duplication (most recent kept)."
     )
     dedupe_window_s: int = Field(
-        7 * 24 * 3600,
+        24 * 3600,
         ge=60,
         description="Event ids older than this (event time, before the user's latest event) are forgotten.",
     )
