@@ -171,6 +171,12 @@ class Component(ABC):
                 raise StackError(self.name, f"exited with code {proc.returncode}: {why}", str(self.log_path))
             last = self.health()
             if last.ok:
+                if proc is not None:
+                    # Some servers (Triton) answer health checks before their last listener is bound and exit
+                    # if that bind fails: healthy means still alive a moment later.
+                    time.sleep(1.0)
+                    if proc.poll() is not None:
+                        continue
                 return
             time.sleep(0.25)
         raise StackError(self.name, f"not healthy after {timeout_s:.0f}s: {last.detail}", str(self.log_path))
