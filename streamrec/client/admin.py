@@ -79,3 +79,23 @@ def delete_topics(settings: KafkaSettings, names: list[str], timeout: float = 30
         except KafkaException as exc:
             if "UNKNOWN_TOPIC" not in str(exc):
                 raise
+
+
+def consumer_lag(settings: KafkaSettings, group_id: str, topic: str, timeout: float = 10.0) -> int | None:
+    """Messages of ``topic`` the group has not committed yet; None while the group has committed nothing."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    admin = admin_client(settings)
+    meta = admin.list_topics(topic, timeout=timeout)
+    partitions = [TopicPartition(topic, p) for p in meta.topics[topic].partitions]
+    try:
+        committed_future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id, partitions)])
+        committed = committed_future[group_id].result(timeout).topic_partitions
+        ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}, request_timeout=timeout)
+        high = {tp.partition: fut.result(timeout).offset for tp, fut in ends.items()}
+    except KafkaException as exc:
+        raise StoreUnavailableError(f"cannot read the lag of group {group_id}: {exc}") from None
+    if all(tp.offset < 0 for tp in committed):
+        return None
+    return sum(max(0, high[tp.partition] - max(tp.offset, 0)) for tp in committed)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from streamrec.archive import read_interactions
 from streamrec.artifacts import load_metadata, read_current, version_dir
+from streamrec.client.admin import consumer_lag
 from streamrec.demo import showcase
 from streamrec.errors import ArtifactError, StreamrecError
 from streamrec.settings import KafkaSettings, PathsSettings, StackSettings
@@ -32,6 +33,7 @@ DEMO_API_KEY = "demo-key"
 # The API's and worker's own settings (STREAMREC_API_PORT, STREAMREC_STREAMS_WEB_PORT) pick the ports.
 API_PORT = int(os.environ.get("STREAMREC_API_PORT", "8080"))
 WORKER_WEB_PORT = int(os.environ.get("STREAMREC_STREAMS_WEB_PORT", "6066"))
+WORKER_GROUP = os.environ.get("STREAMREC_STREAMS_APP_ID", "streamrec-worker")
 
 
 def say(message: str) -> None:
@@ -219,8 +221,28 @@ class Demo:
             "--retime",
             "--new-ids",
         )
+        if "worker" in self.available:
+            self.wait_for_worker()
         frame = read_interactions(self.dataset_root, columns=["user_id"]).iloc[: self.options.replay_limit]
         return list(frame["user_id"].value_counts().index[:3])
+
+    def wait_for_worker(self, timeout_s: float = 300.0) -> None:
+        """The showcase needs the worker caught up: its new events must not queue behind the replay."""
+        start = time.monotonic()
+        last_shown = 0.0
+        while True:
+            self.check_background()
+            lag = consumer_lag(self.kafka, WORKER_GROUP, self.kafka.interactions_topic)
+            elapsed = time.monotonic() - start
+            if lag == 0:
+                note(f"the worker has processed everything ({elapsed:.0f}s after the replay ended)")
+                return
+            if elapsed > timeout_s:
+                raise StreamrecError(f"the worker is still {lag} events behind after {timeout_s:.0f}s")
+            if elapsed - last_shown >= 5:
+                note(f"the worker is catching up: {'no commit yet' if lag is None else f'{lag:,} events behind'}")
+                last_shown = elapsed
+            time.sleep(1)
 
     def showcase(self, users: list[str]) -> None:
         api = showcase.ApiClient(f"http://127.0.0.1:{API_PORT}", DEMO_API_KEY)
