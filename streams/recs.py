@@ -63,7 +63,24 @@ class RecommendationSource(Protocol):
 
     async def recommend(self, request: RecRequest) -> RecResult: ...
 
+    async def recommend_many(self, requests: Sequence[RecRequest]) -> list[RecResult | BaseException]:
+        """One result (or the error) per request, in order: the refresher asks for every due user at once."""
+        ...
+
     async def close(self) -> None: ...
+
+
+async def gather_each(
+    source: RecommendationSource, requests: Sequence[RecRequest], concurrency: int
+) -> list[RecResult | BaseException]:
+    """``recommend_many`` for sources that answer one request at a time (bounded concurrency)."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(request: RecRequest) -> RecResult:
+        async with slots:
+            return await source.recommend(request)
+
+    return list(await asyncio.gather(*(one(r) for r in requests), return_exceptions=True))
 
 
 # ---------------------------------------------------------------------------------------------------- schedule
@@ -129,10 +146,31 @@ class StreamingPopularity:
         return self._cached
 
     async def recommend(self, request: RecRequest) -> RecResult:
+        result = (await self.recommend_many([request]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def recommend_many(self, requests: Sequence[RecRequest]) -> list[RecResult | BaseException]:
+        """One pipelined round trip tests the candidates against every requesting user's filter."""
         top = await self._top()
-        seen = await self.store.contains(request.user_id, [item for item, _ in top]) if top else []
-        items = [pair for pair, was_seen in zip(top, seen, strict=True) if not was_seen][: request.k]
-        return RecResult(items, POPULARITY_VERSION, [POPULARITY_FALLBACK], self.name)
+        if not top:
+            return [RecResult([], POPULARITY_VERSION, [POPULARITY_FALLBACK], self.name) for _ in requests]
+        candidates = [item for item, _ in top]
+        backend = self.store.backend
+        pipe = self.store.client.pipeline(transaction=False)
+        for request in requests:
+            pipe.execute_command(*backend.check_command(request.user_id, candidates))
+        replies = await pipe.execute(raise_on_error=False)
+        out: list[RecResult | BaseException] = []
+        for request, reply in zip(requests, replies, strict=True):
+            if isinstance(reply, BaseException):
+                out.append(reply)
+                continue
+            seen = backend.parse_check(reply, len(candidates))
+            items = [pair for pair, was_seen in zip(top, seen, strict=True) if not was_seen][: request.k]
+            out.append(RecResult(items, POPULARITY_VERSION, [POPULARITY_FALLBACK], self.name))
+        return out
 
     async def close(self) -> None:
         return None
@@ -180,6 +218,9 @@ class PipelineSource:
             f"pipeline-{result.source}",
         )
 
+    async def recommend_many(self, requests: Sequence[RecRequest]) -> list[RecResult | BaseException]:
+        return await gather_each(self, requests, concurrency=8)
+
     async def close(self) -> None:
         await self.client.close()
 
@@ -213,6 +254,17 @@ class AutoSource:
             if result.items:
                 return result
         return await self.fallback.recommend(request)
+
+    async def recommend_many(self, requests: Sequence[RecRequest]) -> list[RecResult | BaseException]:
+        if self.pipeline is None or not await self._pipeline_ready():
+            return await self.fallback.recommend_many(requests)
+        results = await self.pipeline.recommend_many(requests)
+        retry = [n for n, r in enumerate(results) if isinstance(r, BaseException) or not r.items]
+        if retry:
+            fallback = await self.fallback.recommend_many([requests[n] for n in retry])
+            for n, result in zip(retry, fallback, strict=True):
+                results[n] = result
+        return results
 
     async def close(self) -> None:
         if self.pipeline is not None:
@@ -254,10 +306,9 @@ class Refresher:
         self.schedule = RefreshSchedule(debounce_s)
         self.concurrency = concurrency
         self.on_published = on_published
+        self.max_batch = max(concurrency, 1) * 16
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(concurrency)
 
     def notify(self, user_id: str, trigger: Trigger) -> None:
         self.schedule.notify(user_id, trigger, time.monotonic())
@@ -271,34 +322,37 @@ class Refresher:
 
     async def _run(self) -> None:
         while True:
-            now = time.monotonic()
-            for user_id, trigger in self.schedule.pop_due(now):
-                await self._slots.acquire()
-                task = asyncio.get_running_loop().create_task(self._refresh(user_id, trigger))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+            due = self.schedule.pop_due(time.monotonic())
+            for start in range(0, len(due), self.max_batch):
+                # Awaited in line: while a batch is out, new triggers accumulate (and coalesce per user).
+                await self._refresh(due[start : start + self.max_batch])
             nxt = self.schedule.next_due()
             self._wakeup.clear()
             timeout = None if nxt is None else max(nxt - time.monotonic(), 0.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
-    async def _refresh(self, user_id: str, trigger: Trigger) -> None:
+    async def _refresh(self, due: Sequence[tuple[str, Trigger]]) -> None:
+        requests = [RecRequest(u, self.k, t.context.device.value, t.timestamp_ms) for u, t in due]
         try:
-            request = RecRequest(user_id, self.k, trigger.context.device.value, trigger.timestamp_ms)
-            result = await self.source.recommend(request)
-            message = build_message(user_id, trigger, result)
-            await self.publish(user_id, message.model_dump_json().encode())
+            results = await self.source.recommend_many(requests)
+        except Exception as exc:  # a refresh is best effort: the users' next events trigger another
+            log.warning("recommendation refresh of %d users failed: %s", len(due), exc)
+            return
+        for (user_id, trigger), result in zip(due, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("recommendation refresh for %s failed: %s", user_id, result)
+                continue
+            try:
+                message = build_message(user_id, trigger, result)
+                await self.publish(user_id, message.model_dump_json().encode())
+            except Exception as exc:
+                log.warning("publishing recommendations for %s failed: %s", user_id, exc)
+                continue
             if self.on_published is not None:
                 self.on_published(result.source, time.monotonic() - trigger.noticed_at)
-        except Exception as exc:  # a refresh is best effort: the next event of the user triggers another
-            log.warning("recommendation refresh for %s failed: %s", user_id, exc)
-        finally:
-            self._slots.release()
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        for task in list(self._inflight):
-            task.cancel()
         await self.source.close()

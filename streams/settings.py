@@ -90,7 +90,7 @@ class StreamsSettings(ComponentSettings):
     )
     recs_concurrency: int = Field(8, ge=1, description="Recommendation requests in flight at once.")
     popularity_candidates: int = Field(
-        200, ge=1, description="Most popular items the popularity fallback filters against the Bloom filter."
+        50, ge=1, description="Most popular items the popularity fallback filters against the Bloom filter."
     )
     lag_interval_s: float = Field(1.0, gt=0, description="How often the consumer-lag gauges are refreshed.")
     retry_max_backoff_s: float = Field(5.0, gt=0, description="Longest wait between retries of a failing store.")

@@ -1,0 +1,75 @@
+"""Debounced refresh schedule (pure) and the refresher's batching, with a fake source."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from streamrec.schemas.codec import decode_recommendation
+from streamrec.schemas.events import EventContext
+from streams.recs import RecRequest, RecResult, Refresher, RefreshSchedule, Trigger
+
+CTX = EventContext(device="mobile", session_id="s")
+
+
+def trigger(n: int) -> Trigger:
+    return Trigger(f"00000000-0000-4000-8000-{n:012d}", CTX, 1_767_000_000_000 + n, 0.0)
+
+
+def test_first_event_refreshes_at_once_then_at_most_once_per_interval_with_the_latest_trigger() -> None:
+    schedule = RefreshSchedule(debounce_s=2.0)
+    schedule.notify("u", trigger(1), now=10.0)
+    assert schedule.pop_due(10.0) == [("u", trigger(1))]
+    schedule.notify("u", trigger(2), now=10.5)
+    schedule.notify("u", trigger(3), now=11.0)
+    assert schedule.pop_due(11.9) == []
+    assert schedule.next_due() == 12.0
+    assert schedule.pop_due(12.0) == [("u", trigger(3))], "one refresh, carrying the newest trigger"
+    schedule.notify("v", trigger(4), now=12.1)
+    schedule.notify("u", trigger(5), now=15.0)  # interval over: immediate again
+    assert sorted(schedule.pop_due(15.0)) == [("u", trigger(5)), ("v", trigger(4))]
+    assert schedule.pop_due(100.0) == []
+
+
+class FakeSource:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def recommend(self, request: RecRequest) -> RecResult:
+        raise AssertionError("the refresher asks in batches")
+
+    async def recommend_many(self, requests: Sequence[RecRequest]) -> list[RecResult | BaseException]:
+        self.calls.append([r.user_id for r in requests])
+        return [
+            RuntimeError("boom") if r.user_id == "bad" else RecResult([("i1", 0.5), ("i2", 0.25)], "v9", [], "fake")
+            for r in requests
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def test_refresher_publishes_one_message_per_due_user_and_survives_a_failed_user() -> None:
+    source = FakeSource()
+    published: dict[str, bytes] = {}
+
+    async def publish(user_id: str, payload: bytes) -> None:
+        published[user_id] = payload
+
+    async def run() -> None:
+        refresher = Refresher(source, publish, k=2, debounce_s=2.0, concurrency=1)
+        refresher.notify_many([("a", trigger(1)), ("bad", trigger(2)), ("b", trigger(3))])
+        for _ in range(100):
+            if len(published) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await refresher.close()
+
+    asyncio.run(run())
+    assert source.calls == [["a", "bad", "b"]]
+    assert set(published) == {"a", "b"}
+    message = decode_recommendation(published["b"])
+    assert [(i.item_id, i.rank) for i in message.items] == [("i1", 1), ("i2", 2)]
+    assert message.trigger_event_id == trigger(3).event_id and message.model_version == "v9"
