@@ -24,6 +24,9 @@ TOP_CATEGORY_WINDOW = "24h"
 
 EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in EventType)
 
+#: Event types whose items enter a user's recent-items list (newest first): a dislike is no interest signal.
+RECENT_ITEM_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t != EventType.DISLIKE.value)
+
 #: Per-user count features, in the order the ranker's ``user_dense`` input uses (log1p-encoded there).
 USER_COUNT_FEATURES: tuple[str, ...] = tuple(
     f"{etype}_count_{window}" for window in USER_WINDOWS for etype in EVENT_TYPES

@@ -16,11 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamrec.features import BUCKET_MS, EVENT_TYPES, RECENT_ITEMS_LEN, USER_COUNT_FEATURES, USER_WINDOWS
+from streamrec.features import (
+    BUCKET_MS,
+    EVENT_TYPES,
+    RECENT_ITEM_EVENT_TYPES,
+    RECENT_ITEMS_LEN,
+    USER_COUNT_FEATURES,
+    USER_WINDOWS,
+)
 from trainer.data.loading import DISLIKE, Events
 
-#: Event types that feed the recent-items sequence (everything but dislikes).
-RECENT_ITEM_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t != "dislike")
+#: Event types that feed the recent-items sequence (shared with the streaming worker).
+RECENT_ITEM_TYPES: tuple[str, ...] = RECENT_ITEM_EVENT_TYPES
 _TS_BITS = 42  # epoch ms < 2**42 until the year 2109
 
 
