@@ -78,8 +78,10 @@ class TrainerSettings(ComponentSettings):
         0.0, ge=0, description="Promote if candidate Recall@20 >= production's * (1 - tolerance)."
     )
     retrieval_candidates: int = Field(300, ge=1, description="Retrieval depth before ranking (eval, e2e).")
-    triton_reload_models: list[str] = Field(
-        default_factory=list, description="Triton models to reload after publishing (JSON list); empty: none."
+    serve_after_publish: list[str] = Field(
+        default_factory=lambda: ["serve", "prepare"],
+        description="streamrec sub-command run after publishing when a Triton is configured (it switches the "
+        "whole ensemble to the new version); [] disables.",
     )
     cache_dir: Path = Field(Path(".streamrec/cache"), description="Content-embedding cache.")
     checkpoint_dir: Path = Field(Path(".streamrec/checkpoints"), description="Resumable training checkpoints.")

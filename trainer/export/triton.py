@@ -1,26 +1,29 @@
-"""Ask a Triton server to (re)load models after a new version is published (model-control API)."""
+"""After publishing, switch a running Triton to the new version through serving's CLI command."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 from streamrec.errors import StoreUnavailableError
 
 
-def reload_models(base_url: str, models: list[str], timeout_s: float = 30.0) -> list[str]:
-    """POST /v2/repository/models/<name>/load for each model; returns the names reloaded."""
-    if not models:
-        return []
-    import httpx
-
-    done = []
-    for name in models:
-        url = f"{base_url.rstrip('/')}/v2/repository/models/{name}/load"
-        try:
-            response = httpx.post(url, timeout=timeout_s)
-        except httpx.HTTPError as exc:
-            raise StoreUnavailableError(f"Triton at {base_url} unreachable while reloading {name}: {exc}") from None
-        if response.status_code != 200:
-            raise StoreUnavailableError(
-                f"Triton refused to load {name}: HTTP {response.status_code} {response.text[:200]}"
-            )
-        done.append(name)
-    return done
+def switch_serving(triton_url: str, command: list[str], timeout_s: float = 600.0) -> list[str]:
+    """Run ``streamrec <command>`` (default ``serve prepare``) against ``triton_url``; returns ``[command]``."""
+    env = {**os.environ, "TRITON_URL": triton_url}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "streamrec.cli.main", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise StoreUnavailableError(f"'streamrec {' '.join(command)}' did not finish in {timeout_s:.0f}s") from None
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise StoreUnavailableError(f"'streamrec {' '.join(command)}' failed against {triton_url}: {last}")
+    return [" ".join(command)]

@@ -17,7 +17,7 @@ from streamrec import artifacts as art
 from streamrec.settings import TritonSettings
 from trainer.data.loading import Dataset, load_dataset
 from trainer.embeddings.content import build_content_embeddings
-from trainer.export.triton import reload_models
+from trainer.export.triton import switch_serving
 from trainer.export.writer import stage_version
 from trainer.settings import TrainerSettings
 from trainer.train.pipeline import TrainedModels, train_models
@@ -57,7 +57,7 @@ class RunSummary:
         out.append(f"  {self.reason}")
         out += [f"  note: {n}" for n in self.notes]
         if self.reloaded:
-            out.append(f"  Triton reloaded: {', '.join(self.reloaded)}")
+            out.append(f"  Triton switched by: streamrec {', '.join(self.reloaded)}")
         return out
 
 
@@ -81,13 +81,16 @@ def run_key(root: Path, start: date | None, end: date | None, settings: TrainerS
 
 
 def reload_triton(settings: TrainerSettings, triton_url: str | None) -> list[str]:
-    if not settings.triton_reload_models:
+    """Switch a configured Triton to the version just published; returns what was switched."""
+    if not settings.serve_after_publish:
         return []
     triton = TritonSettings.load()
     url = triton_url or (triton.http_url if triton.external else None)
     if url is None:
         return []
-    return reload_models(url, settings.triton_reload_models)
+    # Serving owns the model repository (versioned slots behind a pinned ensemble), so the trainer asks
+    # serving's own command to switch, through the CLI, rather than reloading stage models itself.
+    return switch_serving(url, settings.serve_after_publish)
 
 
 def publish_models(
