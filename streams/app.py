@@ -95,17 +95,32 @@ def release(events: Sequence[Any]) -> Callable[[], None]:
 
 
 class FaustTable:
-    """The processors' StateTable over a Faust table with bytes keys."""
+    """The processors' StateTable over a Faust table with bytes keys.
+
+    ``put`` does what ``table[key] = value`` does (changelog message, then the local store) but keeps the
+    changelog message's future, so that :meth:`durable` can wait for the broker's acknowledgement. Faust's
+    own pre-commit flush of its send-soon buffer gives up after 100 ms without progress, so on a busy
+    machine a commit could otherwise overtake the changelog write it covers.
+    """
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self._pending: list[Any] = []
 
     def get(self, key: str) -> Any:
         return self.table.get(key.encode())
 
     def put(self, key: str, value: Any, handle: Any) -> None:
+        raw_key = key.encode()
         with acting_as(handle):
-            self.table[key.encode()] = value
+            fut = self.table.send_changelog(self.table.partition_for_key(raw_key), raw_key, value)
+        self.table.data[raw_key] = value
+        self._pending.append(fut)
+
+    async def durable(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
 
 
 class RedisScores:

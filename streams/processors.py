@@ -6,7 +6,7 @@ effects for one batch of interactions, and why:
 
 1. decode + validate; rejects to the DLQ (sent through the same producer, so flushed before any commit);
 2. per user: apply to the state, write the state once (counters and dedupe markers in one changelog
-   message, bound to the partition of the user's last event in the batch);
+   message, bound to the partition of the user's last event in the batch), acknowledged before step 5;
 3. one pipelined Bloom write for the whole batch (retried until it succeeds);
 4. forward de-duplicated events to the by-item topic in bundles;
 5. hand the feature rows to the pusher with ``release``: the batch's offsets become committable only
@@ -67,6 +67,9 @@ class StateTable(Protocol[S]):
 
     def put(self, key: str, value: S, handle: Any) -> None:
         """Store ``value``; ``handle`` is the message whose partition the write belongs to."""
+
+    async def durable(self) -> None:
+        """Return once every ``put`` so far is durable (acknowledged by the changelog's broker)."""
 
 
 class Send(Protocol):
@@ -187,6 +190,7 @@ class InteractionsProcessor:
         for dest, bundles in bundle_forwards(forwards, self.by_item_partitions).items():
             for bundle in bundles:
                 await self.forward(None, encode_bundle(bundle), dest)
+        await self.users.durable()  # the state (counters + dedupe markers) before the offsets can move
         if self.pusher is not None:
             await self.pusher.submit(FEAST_USER_PUSH_SOURCE, rows, len(batch), release)
         else:
@@ -257,6 +261,7 @@ class ItemsProcessor:
         if scores and self.scores is not None:
             scores_port = self.scores
             await retrying(lambda: scores_port.update(scores), "redis", self.metrics, self.max_backoff_s)
+        await self.items.durable()
         if self.pusher is not None:
             await self.pusher.submit(FEAST_ITEM_PUSH_SOURCE, rows, len(batch), release)
         else:
