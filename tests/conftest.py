@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -61,10 +62,11 @@ def stack() -> Iterator[StackHandle]:
     reason = _missing_prerequisites()
     if reason:
         pytest.skip(reason)
-    # Two pytest sessions on one machine would share the test run dir's pid files and ports, and one's
-    # teardown would stop the other's servers: sessions take turns.
+    # Two pytest sessions on one machine (two checkouts, too) would share the test ports, and one's teardown
+    # would stop the other's servers: sessions take turns, machine-wide.
     TEST_RUN_DIR.mkdir(parents=True, exist_ok=True)
-    session_lock = open(TEST_RUN_DIR / ".session.lock", "w")  # noqa: SIM115 - held for the whole session
+    lock_path = Path(tempfile.gettempdir()) / f"streamrec-test-stack-{TEST_ENV['STREAMREC_KAFKA_LOCAL_PORT']}.lock"
+    session_lock = open(lock_path, "w")  # noqa: SIM115 - held for the whole session
     fcntl.flock(session_lock, fcntl.LOCK_EX)
     saved = {k: os.environ.get(k) for k in TEST_ENV}
     os.environ.update(TEST_ENV)
