@@ -310,8 +310,7 @@ def prepare(
         # A new slot also when only the stage settings changed (another Redis URL, Feast repo, ...): a slot's
         # stage.json is read once, when Triton loads it.
         settings_changed = complete and any(
-            StageConfig.read(repo / model_name(s) / str(state.slot) / STAGE_CONFIG_FILE) != stage_config
-            for s in STAGES
+            StageConfig.read(repo / model_name(s) / str(state.slot) / STAGE_CONFIG_FILE) != stage_config for s in STAGES
         )
         changed = force or not complete or state.export_version != version or settings_changed
         slot = state.slot + 1 if changed else state.slot
