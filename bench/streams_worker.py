@@ -49,6 +49,7 @@ from streamrec.settings import BloomSettings, KafkaSettings, PathsSettings, Redi
 
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
+WARMUP_S = 5.0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -240,7 +241,8 @@ class Load(threading.Thread):
         began = time.perf_counter()
         n = 0
         while time.perf_counter() - began < self.seconds:
-            if n % self.probe_every == 0:
+            # The first WARMUP_S seconds are load only: the worker connects its stores on the first batch.
+            if n % self.probe_every == 0 and time.perf_counter() - began >= WARMUP_S:
                 event = InteractionEvent.new(f"probe-{uuid.uuid4().hex[:12]}", f"i{rng.randrange(2465):06d}", "click")
                 self.probe(event, time.perf_counter())
             else:
@@ -309,14 +311,23 @@ def phase_freshness(kafka: KafkaSettings, rate: float, seconds: float) -> dict[s
         stop = threading.Event()
         check = threading.Thread(target=checker, args=(stop,), daemon=True)
         check.start()
-        load = Load(kafka, worker.topics["in"], rate, seconds, probe_every=max(int(rate // 20), 1), probe=on_probe)
+        load = Load(
+            kafka, worker.topics["in"], rate, seconds + WARMUP_S, probe_every=max(int(rate // 20), 1), probe=on_probe
+        )
         load.start()
         load.join()
         stop.set()
         check.join(60)
         out: dict[str, Any] = {"rate": rate, "seconds": seconds, "sent": load.sent}
         for k, v in results.items():
-            out[k] = {"probes": len(v), "p50_ms": round(pct(v, 50), 1), "p99_ms": round(pct(v, 99), 1)}
+            out[k] = {
+                "probes": len(v),
+                "p50_ms": round(pct(v, 50), 1),
+                "p90_ms": round(pct(v, 90), 1),
+                "p99_ms": round(pct(v, 99), 1),
+                "max_ms": round(max(v), 1) if v else None,
+                "over_1s": sum(1 for x in v if x > 1000),
+            }
         assert worker.proc is not None
         out["worker_rss_mb"] = round(rss_mb(worker.proc.pid))
         return out
@@ -355,8 +366,8 @@ def phase_recs(kafka: KafkaSettings, rate: float, seconds: float) -> dict[str, A
         def on_probe(event: InteractionEvent, t0: float) -> None:
             sent[event.event_id] = t0
 
-        # Every event is a probe from a fresh user: no debounce applies.
-        load = Load(kafka, worker.topics["in"], rate, seconds, probe_every=1, probe=on_probe)
+        # Every event (after the warm-up) is a probe from a fresh user: no debounce applies.
+        load = Load(kafka, worker.topics["in"], rate, seconds + WARMUP_S, probe_every=1, probe=on_probe)
         load.start()
         load.join()
         time.sleep(3)

@@ -101,13 +101,23 @@ class Archiver:
         topic: str | None = None,
         poll_max_messages: int = 5000,
         poll_timeout_s: float = 0.5,
+        session_timeout_s: float = 10.0,
     ) -> None:
         self.root = root
         self.group = group
         self.policy = policy
         self.poll_max_messages = poll_max_messages
         self.poll_timeout_s = poll_timeout_s
-        self.consumer = InteractionConsumer(kafka, group_id=group, component="streamrec-archiver", topic=topic)
+        self.consumer = InteractionConsumer(
+            kafka,
+            group_id=group,
+            component="streamrec-archiver",
+            topic=topic,
+            **{
+                "session.timeout.ms": int(session_timeout_s * 1000),
+                "heartbeat.interval.ms": int(min(3.0, session_timeout_s / 3) * 1000),
+            },
+        )
         self.buffer = Buffer()
         self.stats = ArchiverStats()
 

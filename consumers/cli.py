@@ -32,6 +32,7 @@ def _archive(args: argparse.Namespace) -> int:
         topic=s.archiver_topic,
         poll_max_messages=s.poll_max_messages,
         poll_timeout_s=s.poll_timeout_s,
+        session_timeout_s=s.session_timeout_s,
     )
     stats = archiver.run(lambda: stopping, idle_exit_s=args.idle_exit)
     print(f"archived {stats.events} events in {stats.files} files under {root}")

@@ -25,6 +25,9 @@ class ConsumersSettings(ComponentSettings):
         32 * 1024 * 1024, ge=1024, description="... or once the buffered events' estimated size reaches this."
     )
     roll_max_age_s: float = Field(60.0, gt=0, description="... or once the oldest buffered event waited this long.")
+    session_timeout_s: float = Field(
+        10.0, ge=6, description="Group session timeout: how soon a dead archiver's partitions move to another."
+    )
     poll_max_messages: int = Field(5000, ge=1, description="Messages taken per poll.")
     poll_timeout_s: float = Field(0.5, gt=0, description="Longest wait of one poll.")
     recs_group: str | None = Field(

@@ -108,7 +108,8 @@ class Worker:
             else:
                 settled = 0
             time.sleep(0.5)
-        raise AssertionError(f"worker not idle after {timeout_s}s; metrics {last}\n{self.tail()}")
+        lags = {k: v for k, v in last.items() if "_lag{" in k and v}
+        raise AssertionError(f"worker not idle after {timeout_s}s; lags {lags}; log {self.log_path}")
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
