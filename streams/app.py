@@ -355,6 +355,24 @@ def create_app(config: WorkerConfig, metrics: WorkerMetrics | None = None) -> tu
 
     app.page("/metrics")(MetricsView)
 
+    class TasksView(web.View):  # type: ignore[misc]
+        """Where every coroutine of the worker waits: what to look at when offsets stop moving."""
+
+        async def get(self, request: web.Request) -> web.Response:
+            out = []
+            for task in asyncio.all_tasks():
+                chain: list[str] = []
+                awaitable: Any = task.get_coro()
+                while awaitable is not None and len(chain) < 24:  # follow the await chain down
+                    frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "ag_frame", None)
+                    if frame is not None:
+                        chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+                    awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "ag_await", None)
+                out.append(f"{task.get_name()}: {' -> '.join(chain)}")
+            return self.bytes("\n".join(sorted(out)).encode(), content_type="text/plain")
+
+    app.page("/debug/tasks")(TasksView)
+
     async def close_resources(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.close()
 
