@@ -229,7 +229,7 @@ class Runtime:
         fallback = StreamingPopularity(self.store, s.popularity_key, s.popularity_candidates)
         if s.recs_source == "popularity":
             return fallback
-        pipeline = PipelineSource.create()
+        pipeline = PipelineSource.create(s.recs_concurrency)
         if s.recs_source == "pipeline" and pipeline is not None:
             return pipeline
         return AutoSource(pipeline, fallback)

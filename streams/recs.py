@@ -181,13 +181,14 @@ class PipelineSource:
 
     name = "pipeline"
 
-    def __init__(self, client: Any, request_cls: Callable[..., Any], options: Any) -> None:
+    def __init__(self, client: Any, request_cls: Callable[..., Any], options: Any, concurrency: int = 8) -> None:
         self.client = client
         self._request = request_cls
         self.options = options
+        self.concurrency = concurrency
 
     @classmethod
-    def create(cls) -> PipelineSource | None:
+    def create(cls, concurrency: int = 8) -> PipelineSource | None:
         """None when the pipeline client is not installed (serving not deployed with this worker)."""
         try:
             # Imported by name: the module is serving's, and the worker must run without it.
@@ -196,7 +197,7 @@ class PipelineSource:
         except Exception as exc:  # ImportError, tritonclient missing, bad settings: fall back
             log.info("recommendation pipeline client unavailable (%s); using the popularity fallback", exc)
             return None
-        return cls(client, module.RecommendRequest, module.RecommendOptions())
+        return cls(client, module.RecommendRequest, module.RecommendOptions(), concurrency)
 
     async def ready(self) -> bool:
         return bool(await self.client.ready())
@@ -219,7 +220,7 @@ class PipelineSource:
         )
 
     async def recommend_many(self, requests: Sequence[RecRequest]) -> list[RecResult | BaseException]:
-        return await gather_each(self, requests, concurrency=8)
+        return await gather_each(self, requests, self.concurrency)
 
     async def close(self) -> None:
         await self.client.close()

@@ -88,7 +88,9 @@ class StreamsSettings(ComponentSettings):
         "auto",
         description="pipeline: serving's Triton client; popularity: the fallback; auto: pipeline when installed.",
     )
-    recs_concurrency: int = Field(8, ge=1, description="Recommendation requests in flight at once.")
+    recs_concurrency: int = Field(
+        8, ge=1, description="Pipeline requests in flight at once; a refresh round asks for 16x this many users."
+    )
     popularity_candidates: int = Field(
         50, ge=1, description="Most popular items the popularity fallback filters against the Bloom filter."
     )
