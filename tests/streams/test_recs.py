@@ -73,3 +73,42 @@ def test_refresher_publishes_one_message_per_due_user_and_survives_a_failed_user
     message = decode_recommendation(published["b"])
     assert [(i.item_id, i.rank) for i in message.items] == [("i1", 1), ("i2", 2)]
     assert message.trigger_event_id == trigger(3).event_id and message.model_version == "v9"
+
+
+def test_pipeline_source_speaks_the_pipeline_clients_request_and_result() -> None:
+    import pytest
+
+    from streams.recs import AutoSource, PipelineSource
+
+    client_module = pytest.importorskip("streamrec.pipeline_client")
+
+    class FakeClient:
+        def __init__(self, ready: bool) -> None:
+            self.requests: list[object] = []
+            self._ready = ready
+
+        async def ready(self) -> bool:
+            return self._ready
+
+        async def recommend(self, request: object) -> object:
+            self.requests.append(request)
+            return client_module.RecommendResult(["i7", "i3"], [0.9, 0.4], "v20261128", ["unknown_user"])
+
+        async def close(self) -> None:
+            return None
+
+    async def run(ready: bool) -> tuple[list[RecResult | BaseException], FakeClient, FakeSource]:
+        client, fallback = FakeClient(ready), FakeSource()
+        pipeline = PipelineSource(client, client_module.RecommendRequest, client_module.RecommendOptions())
+        source = AutoSource(pipeline, fallback)
+        results = await source.recommend_many([RecRequest("u1", 2, "mobile", 1_767_000_000_000)])
+        return results, client, fallback
+
+    results, client, fallback = asyncio.run(run(ready=True))
+    assert results == [RecResult([("i7", 0.9), ("i3", 0.4)], "v20261128", ["unknown_user"], "pipeline-triton")]
+    (request,) = client.requests
+    assert (request.user_id, request.k, request.device, request.timestamp_ms) == ("u1", 2, "mobile", 1_767_000_000_000)
+    assert fallback.calls == []
+
+    results, client, fallback = asyncio.run(run(ready=False))
+    assert client.requests == [] and fallback.calls == [["u1"]], "not ready: the popularity fallback answers"
