@@ -13,6 +13,7 @@ from typing import Any
 from streamrec.features import (
     FEAST_ITEM_ENTITY_KEY,
     FEAST_USER_ENTITY_KEY,
+    FEAST_USER_RECENT_ITEMS_FIELD,
     ITEM_COUNT_FEATURES,
     USER_COUNT_FEATURES,
 )
@@ -21,7 +22,7 @@ from streams.state import ItemFeatures, UserFeatures
 #: Timestamp column of every source and pushed frame: when the row's values were computed.
 TIMESTAMP_FIELD = "event_timestamp"
 
-RECENT_ITEMS = "recent_items"  # list of item ids, newest first (dislikes excluded), at most RECENT_ITEMS_LEN
+RECENT_ITEMS = FEAST_USER_RECENT_ITEMS_FIELD  # item ids, newest first (dislikes excluded), at most RECENT_ITEMS_LEN
 TOP_CATEGORY = "top_category_24h"  # most frequent category over 24 h ("" when none)
 LAST_EVENT_MS = "last_event_ms"  # event time of the entity's latest event, epoch milliseconds
 CTR_24H = "ctr_24h"  # clicks / views over 24 h, 0 without views

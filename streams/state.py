@@ -30,6 +30,7 @@ from streamrec.features import (
     EVENT_TYPES,
     ITEM_COUNTED_TYPES,
     ITEM_WINDOWS,
+    RECENT_ITEM_EVENT_TYPES,
     RECENT_ITEMS_LEN,
     TOP_CATEGORY_WINDOW,
     TRENDING_WEIGHTS,
@@ -48,6 +49,8 @@ _ITEM_HORIZON = max(ITEM_WINDOWS.values())
 #: Position of each event type among the item counters, or -1 when items do not count it (dislike).
 ITEM_SLOT: tuple[int, ...] = tuple(ITEM_COUNTED_TYPES.index(t) if t in ITEM_COUNTED_TYPES else -1 for t in EVENT_TYPES)
 _N_ITEM = len(ITEM_COUNTED_TYPES)
+#: Event types that feed recent items and the top category (not dislikes: no interest signal).
+_RECENT_TYPES = frozenset(EVENT_TYPES.index(t) for t in RECENT_ITEM_EVENT_TYPES)
 _ITEM_WEIGHTS = tuple(TRENDING_WEIGHTS[t] for t in ITEM_COUNTED_TYPES)
 
 
@@ -125,7 +128,7 @@ def apply_user_event(state: UserState, ev: EventRecord, category: str) -> Outcom
     if row is None:
         row = state.buckets[minute] = [0] * N_TYPES
     row[ev.etype] += 1
-    if ev.etype != DISLIKE:
+    if ev.etype in _RECENT_TYPES:
         # insort keeps equal timestamps in arrival order, like the trainer's stable sort.
         insort(state.recent, (ev.ts_ms, ev.item_id), key=lambda pair: pair[0])
         if len(state.recent) > RECENT_ITEMS_LEN:
