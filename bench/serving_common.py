@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving.pipeline.stores import feast_connection_string
+from streamrec.feast_config import feast_connection_string
 from streamrec.features import (
     FEAST_ITEM_ENTITY_KEY,
     FEAST_ITEM_PUSH_SOURCE,

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pandas as pd
-import yaml
 
+from streamrec import feast_config
 from streamrec.archive import ITEMS_FILE, USERS_FILE, read_items, read_users
 from streamrec.errors import ConfigError, DataError, StoreUnavailableError
 from streamrec.features import FEAST_ITEM_ENTITY_KEY, FEAST_USER_ENTITY_KEY
@@ -31,50 +30,22 @@ BATCH_VALID_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 OFFLINE_DIR = "feast"  # under the archive root: the offline store's files
 
 
-def feast_connection_string(redis_url: str) -> str:
-    """``redis[s]://[user:password@]host:port/db`` -> Feast's ``host:port,db=N,password=...,ssl=true``."""
-    parts = urlsplit(redis_url)
-    if parts.scheme not in ("redis", "rediss"):
-        raise ConfigError(f"expected a redis:// or rediss:// URL, got {parts.scheme}://", source="REDIS_URL")
-    out = [f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"]
-    db = parts.path.lstrip("/")
-    if db:
-        out.append(f"db={int(db)}")
-    if parts.username and parts.username != "default":
-        out.append(f"username={unquote(parts.username)}")
-    if parts.password:
-        password = unquote(parts.password)
-        if "," in password:  # Feast splits its connection string on commas
-            raise ConfigError("Feast cannot use a Redis password containing ','", source="REDIS_URL")
-        out.append(f"password={password}")
-    if parts.scheme == "rediss":
-        out.append("ssl=true")
-    return ",".join(out)
-
-
 def repo_config_dict(streams: StreamsSettings, redis: RedisSettings) -> dict[str, Any]:
-    path = streams.feast_repo / "feature_store.yaml"
-    if not path.is_file():
-        raise ConfigError(f"no feature_store.yaml in {streams.feast_repo}", source="STREAMREC_STREAMS_FEAST_REPO")
-    raw = yaml.safe_load(path.read_text())
-    raw["project"] = streams.feast_project
-    registry = streams.feast_registry if streams.feast_registry is not None else Path(str(raw["registry"]))
-    if not registry.is_absolute():
-        registry = (streams.feast_repo / registry) if streams.feast_registry is None else registry.resolve()
-    raw["registry"] = str(registry)
-    raw["online_store"] = {**raw["online_store"], "connection_string": feast_connection_string(redis.effective_url)}
-    return raw
+    try:
+        return feast_config.repo_config_dict(
+            streams.feast_repo, redis.effective_url, streams.feast_project, streams.feast_registry
+        )
+    except ConfigError as exc:
+        raise ConfigError(str(exc), source="STREAMREC_STREAMS_FEAST_REPO") from None
 
 
 def open_store(streams: StreamsSettings, redis: RedisSettings) -> Any:
     """A ``feast.FeatureStore`` on the repository, with the overrides applied."""
-    from feast import FeatureStore, RepoConfig
-
     raw = repo_config_dict(streams, redis)
     Path(raw["registry"]).parent.mkdir(parents=True, exist_ok=True)
-    config = RepoConfig(**raw)
-    config.repo_path = streams.feast_repo
-    return FeatureStore(repo_path=str(streams.feast_repo), config=config)
+    return feast_config.open_feature_store(
+        streams.feast_repo, redis.effective_url, streams.feast_project, Path(raw["registry"])
+    )
 
 
 class FeastPush:

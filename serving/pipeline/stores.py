@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
+from streamrec import feast_config
 from streamrec.bloom.base import BloomBackend
 from streamrec.bloom.store import choose_backend, module_names
 from streamrec.errors import StoreUnavailableError
-from streamrec.settings import BloomSettings
+from streamrec.settings import BloomSettings, RedisSettings
 
 T = TypeVar("T")
 
@@ -46,45 +46,16 @@ class Backoff:
             self.last_error = error
 
 
-def feast_connection_string(redis_url: str) -> str:
-    """redis[s]://[user:password@]host:port/db -> Feast's "host:port,db=N,password=...,ssl=true"."""
-    parts = urlsplit(redis_url)
-    out = [f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"]
-    db = parts.path.strip("/")
-    if db:
-        out.append(f"db={int(db)}")
-    if parts.username and parts.username != "default":
-        out.append(f"username={unquote(parts.username)}")
-    if parts.password:
-        out.append(f"password={unquote(parts.password)}")
-    if parts.scheme == "rediss":
-        out.append("ssl=true")
-    return ",".join(out)
-
-
 def open_feature_store(
     repo: Path, redis_url: str | None, project: str | None = None, registry: Path | None = None
 ) -> Any:
-    """A Feast FeatureStore over ``repo`` with streamrec's overrides (the same the streams worker applies when it
-    writes): the Redis online store pointed at ``redis_url``, the project and the registry file."""
-    import yaml
-    from feast import FeatureStore, RepoConfig
-
+    """A Feast FeatureStore over ``repo`` with the same overrides the streams worker applies when it writes
+    (:mod:`streamrec.feast_config`); any failure is "no features now"."""
     repo = Path(repo).resolve()
-    yaml_path = repo / "feature_store.yaml"
-    if not yaml_path.is_file():
+    if not (repo / "feature_store.yaml").is_file():
         raise StoreUnavailableError(f"no Feast repository at {repo} (feature_store.yaml missing)")
     try:
-        raw = yaml.safe_load(yaml_path.read_text())
-        if project:
-            raw["project"] = project
-        reg = Path(registry) if registry is not None else Path(str(raw["registry"]))
-        raw["registry"] = str(reg if reg.is_absolute() else repo / reg)
-        if redis_url and raw.get("online_store", {}).get("type") == "redis":
-            raw["online_store"] = {**raw["online_store"], "connection_string": feast_connection_string(redis_url)}
-        config = RepoConfig(**raw)
-        config.repo_path = repo
-        return FeatureStore(repo_path=str(repo), config=config)
+        return feast_config.open_feature_store(repo, redis_url or RedisSettings.load().effective_url, project, registry)
     except Exception as exc:
         raise StoreUnavailableError(f"cannot open the Feast repository {repo}: {str(exc).splitlines()[0]}") from None
 

@@ -112,7 +112,7 @@ def feast_repo(stack: Any, serving_tmp: Path) -> Iterator[tuple[Path, str]]:
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import Array, Int64, String
 
-    from serving.pipeline.stores import feast_connection_string
+    from streamrec.feast_config import feast_connection_string
 
     project = f"srtest_{uuid.uuid4().hex[:8]}"
     repo = serving_tmp / "feature_repo"
