@@ -29,6 +29,7 @@ from streamrec.bloom import AsyncSeenItemStore
 from streamrec.settings import BloomSettings, KafkaSettings, RedisSettings
 from streams.catalog import Catalog
 from streams.metrics import WorkerMetrics, make_lag_sensor
+from streams.offset_repair import OffsetGapRepair
 from streams.processors import Incoming, InteractionsProcessor, ItemsProcessor
 from streams.pusher import MicroBatchPusher, PushFn
 from streams.recs import AutoSource, PipelineSource, RecommendationSource, Refresher, StreamingPopularity
@@ -342,6 +343,14 @@ def create_app(config: WorkerConfig, metrics: WorkerMetrics | None = None) -> tu
     async def items_agent(stream: Any) -> None:
         await run_batches(stream, lambda: runtime.items.process)  # type: ignore[union-attr]
 
+    gap_repair = OffsetGapRepair(
+        lambda: app.consumer, {s.interactions(kafka), s.by_item}, registry_metrics.offset_gaps_repaired.inc
+    )
+
+    @app.timer(s.offset_repair_interval_s)
+    async def repair_offset_gaps() -> None:
+        await gap_repair.check()
+
     lag_sensor = make_lag_sensor(registry_metrics, [s.interactions(kafka), s.by_item], lambda: app.consumer)
     app.sensors.add(lag_sensor)
 
@@ -369,6 +378,13 @@ def create_app(config: WorkerConfig, metrics: WorkerMetrics | None = None) -> tu
                         chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
                     awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "ag_await", None)
                 out.append(f"{task.get_name()}: {' -> '.join(chain)}")
+            consumer: Any = app.consumer
+            for tp, acked in sorted(getattr(consumer, "_acked", {}).items()):
+                committed = consumer._committed_offset.get(tp)
+                head = sorted(acked)[:3]
+                out.append(f"ACKED {tp.topic}/{tp.partition}: committed={committed} n_acked={len(acked)} first={head}")
+            unacked = sorted((m.tp.topic, m.tp.partition, m.offset, m.refcount) for m in consumer._unacked_messages)
+            out.append(f"UNACKED {len(unacked)}: {unacked[:20]}")
             return self.bytes("\n".join(sorted(out)).encode(), content_type="text/plain")
 
     app.page("/debug/tasks")(TasksView)

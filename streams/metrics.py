@@ -72,6 +72,11 @@ class WorkerMetrics:
             registry=r,
         )
         self.feast_rows = Counter("streamrec_worker_feast_rows", "Rows pushed, by push source.", ["source"], registry=r)
+        self.offset_gaps_repaired = Counter(
+            "streamrec_worker_offset_gaps_repaired",
+            "Partitions re-read from their committed offset because Faust lost messages after recovery.",
+            registry=r,
+        )
         self.store_errors = Counter(
             "streamrec_worker_store_errors", "Failed store calls (retried), by store.", ["store"], registry=r
         )

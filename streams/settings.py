@@ -94,6 +94,9 @@ class StreamsSettings(ComponentSettings):
     popularity_candidates: int = Field(
         50, ge=1, description="Most popular items the popularity fallback filters against the Bloom filter."
     )
+    offset_repair_interval_s: float = Field(
+        5.0, gt=0, description="How often partitions are checked for offsets Faust lost after recovery."
+    )
     lag_interval_s: float = Field(1.0, gt=0, description="How often the consumer-lag gauges are refreshed.")
     retry_max_backoff_s: float = Field(5.0, gt=0, description="Longest wait between retries of a failing store.")
     uvloop: bool = Field(True, description="Run the worker's event loop on uvloop.")
