@@ -55,6 +55,7 @@ def feast_repo(root: Path, redis_url: str, project: str, export: Any, with_items
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import Array, Float32, Int64, String
 
+    root = root.resolve()  # the yaml's registry path must not depend on the working directory
     root.mkdir(parents=True, exist_ok=True)
     (root / "feature_store.yaml").write_text(
         YAML.format(project=project, registry=root / "registry.db", connection=feast_connection_string(redis_url))
