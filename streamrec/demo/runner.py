@@ -24,7 +24,7 @@ from streamrec.artifacts import load_metadata, read_current, version_dir
 from streamrec.client.admin import consumer_lag
 from streamrec.demo import showcase
 from streamrec.errors import ArtifactError, StreamrecError
-from streamrec.settings import KafkaSettings, PathsSettings, StackSettings
+from streamrec.settings import KafkaSettings, PathsSettings, RedisSettings, StackSettings
 from streamrec.stack import LocalStack
 
 TTY = sys.stdout.isatty()
@@ -34,6 +34,10 @@ DEMO_API_KEY = "demo-key"
 API_PORT = int(os.environ.get("STREAMREC_API_PORT", "8080"))
 WORKER_WEB_PORT = int(os.environ.get("STREAMREC_STREAMS_WEB_PORT", "6066"))
 WORKER_GROUP = os.environ.get("STREAMREC_STREAMS_APP_ID", "streamrec-worker")
+# The worker's Feast settings, read the same way, so the demo reads the rows the worker writes.
+FEAST_REPO = Path(os.environ.get("STREAMREC_STREAMS_FEAST_REPO", Path(__file__).resolve().parents[2] / "feature_repo"))
+FEAST_PROJECT = os.environ.get("STREAMREC_STREAMS_FEAST_PROJECT", "streamrec")
+FEAST_REGISTRY = os.environ.get("STREAMREC_STREAMS_FEAST_REGISTRY")
 
 
 def say(message: str) -> None:
@@ -252,17 +256,34 @@ class Demo:
             note("(a) recommendations from the HTTP API:")
             showcase.show_api_recommendations(api, users, note)
         if "worker" in self.available:
-            note("(b) new events -> the worker refreshes recommendations on the 'recommendations' topic:")
-            items = self._items_for_click(users[-1])
+            note("(b) an event updates the user's seen-item Bloom filter and Feast online features:")
+            self._show_state_update(users[1 % len(users)])
+            note("(c) new events -> the worker refreshes recommendations on the 'recommendations' topic:")
+            items = self._recommended_items(users[-1], k=2)
             showcase.wait_for_pushed_recommendations(self.kafka, users[-1], items, note)
         if "api" in self.available and "worker" in self.available:
-            note("(c) a seen item disappears from the user's results (Bloom filter exclusion):")
+            note("(d) a seen item disappears from the user's results (Bloom filter exclusion):")
             showcase.show_seen_item_disappears(api, users[0], note)
 
-    def _items_for_click(self, user_id: str) -> list[str]:
+    def _show_state_update(self, user_id: str) -> None:
+        from streamrec.feast_config import open_feature_store
+
+        feast_store = open_feature_store(
+            FEAST_REPO,
+            RedisSettings.load().effective_url,
+            FEAST_PROJECT,
+            Path(FEAST_REGISTRY) if FEAST_REGISTRY else None,
+        )
+        bloom = showcase.connect_bloom()
+        # An item the user has not seen: recommendations exclude seen ones.
+        candidates = self._recommended_items(user_id, k=10)
+        unseen = [item for item, seen in zip(candidates, bloom.contains(user_id, candidates), strict=True) if not seen]
+        showcase.show_event_updates_state(self.kafka, bloom, feast_store, user_id, (unseen or candidates)[0], note)
+
+    def _recommended_items(self, user_id: str, k: int) -> list[str]:
         api = showcase.ApiClient(f"http://127.0.0.1:{API_PORT}", DEMO_API_KEY)
         try:
-            return [i["item_id"] for i in api.recommendations(user_id, k=3)["items"]][:2] or ["1"]
+            return [i["item_id"] for i in api.recommendations(user_id, k=k)["items"]] or ["1"]
         except Exception:
             return ["1"]
 

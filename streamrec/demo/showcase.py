@@ -1,7 +1,8 @@
-"""What the demo shows once everything runs: API recommendations, pushed recommendations, seen items dropping out.
+"""What the demo shows once everything runs: API recommendations, live state, pushed recs, seen items dropping out.
 
 Everything here talks to the running services the way a client application would: HTTP to the API, the SDK
-to Kafka. No component is imported.
+to Kafka, and reads of the stores the worker writes (Bloom filters in Redis, Feast's online store). No
+component is imported.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Any
 
 import httpx
 
+from streamrec.bloom import SeenItemStore
 from streamrec.client import InteractionProducer, RecommendationConsumer
+from streamrec.features import FEAST_USER_RECENT_ITEMS_FIELD, FEAST_USER_STREAM_VIEW
 from streamrec.schemas import InteractionEvent, RecommendationMessage
-from streamrec.settings import KafkaSettings
+from streamrec.settings import BloomSettings, KafkaSettings, RedisSettings
 
 Say = Callable[[str], None]
 
@@ -132,3 +135,60 @@ def show_seen_item_disappears(api: ApiClient, user_id: str, say: Say, timeout_s:
         time.sleep(0.1)
     say(f"{top} still recommended after {timeout_s:.0f}s")
     return False
+
+
+@dataclass
+class LiveUserState:
+    """What the worker keeps for one user: Bloom membership of one item and a few Feast online features."""
+
+    seen: bool
+    recent_items: list[str]
+    clicks_1h: int
+
+
+def read_user_state(bloom: SeenItemStore, feast_store: Any, user_id: str, item_id: str) -> LiveUserState:
+    view = FEAST_USER_STREAM_VIEW
+    row = feast_store.get_online_features(
+        features=[f"{view}:{FEAST_USER_RECENT_ITEMS_FIELD}", f"{view}:click_count_1h"],
+        entity_rows=[{"user_id": user_id}],
+    ).to_dict()
+    return LiveUserState(
+        seen=bloom.contains(user_id, [item_id])[0],
+        recent_items=list(row[FEAST_USER_RECENT_ITEMS_FIELD][0] or []),
+        clicks_1h=int(row["click_count_1h"][0] or 0),
+    )
+
+
+def show_event_updates_state(
+    kafka: KafkaSettings,
+    bloom: SeenItemStore,
+    feast_store: Any,
+    user_id: str,
+    item_id: str,
+    say: Say,
+    timeout_s: float = 15.0,
+) -> bool:
+    """Produce one click and poll the stores until the worker has added it to the filter and the features."""
+    before = read_user_state(bloom, feast_store, user_id, item_id)
+    say(
+        f"before: item {item_id} in user {user_id}'s Bloom filter: {before.seen}; Feast: clicks in the last hour "
+        f"{before.clicks_1h}, recent items {before.recent_items[:5]}"
+    )
+    with InteractionProducer(kafka) as producer:
+        sent_at = time.monotonic()
+        producer.send(InteractionEvent.new(user_id, item_id, "click", device="mobile", session_id="demo"))
+    while time.monotonic() - sent_at < timeout_s:
+        after = read_user_state(bloom, feast_store, user_id, item_id)
+        if after.seen and after.recent_items[:1] == [item_id] and after.clicks_1h > before.clicks_1h:
+            say(
+                f"after {1000 * (time.monotonic() - sent_at):.0f} ms: in the Bloom filter: {after.seen}; Feast: "
+                f"clicks in the last hour {after.clicks_1h}, recent items {after.recent_items[:5]}"
+            )
+            return True
+        time.sleep(0.02)
+    say(f"the click on {item_id} did not reach the Bloom filter and Feast within {timeout_s:.0f}s")
+    return False
+
+
+def connect_bloom() -> SeenItemStore:
+    return SeenItemStore.connect(RedisSettings.load(), BloomSettings.load())
