@@ -79,12 +79,35 @@ class TritonTarget(Target):
 
 
 class ApiTarget(Target):
-    def __init__(self, url: str, api_key: str | None) -> None:
-        import httpx
+    """GET /v1/recommendations over keep-alive connections. aiohttp by default: httpx costs the load generator
+    about twice the CPU per request, which on a 2-core box is taken from the server under test."""
 
-        headers = {"X-API-Key": api_key} if api_key else {}
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        self.http = httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=5.0)
+    def __init__(self, url: str, api_key: str | None, client: str = "aiohttp") -> None:
+        self.url = url.rstrip("/")
+        self.headers = {"X-API-Key": api_key} if api_key else {}
+        self.client = client
+        self.session: Any = None
+
+    async def _get(self, params: dict[str, Any]) -> tuple[int, Any]:
+        if self.session is None:
+            if self.client == "aiohttp":
+                import aiohttp
+
+                self.session = aiohttp.ClientSession(
+                    headers=self.headers,
+                    connector=aiohttp.TCPConnector(limit=256),
+                    timeout=aiohttp.ClientTimeout(total=5.0),
+                )
+            else:
+                import httpx
+
+                limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+                self.session = httpx.AsyncClient(headers=self.headers, limits=limits, timeout=5.0)
+        if self.client == "aiohttp":
+            async with self.session.get(f"{self.url}/v1/recommendations", params=params) as response:
+                return response.status, await response.json() if response.status == 200 else None
+        response = await self.session.get(f"{self.url}/v1/recommendations", params=params)
+        return response.status_code, response.json() if response.status_code == 200 else None
 
     async def call(self, request: RecommendRequest) -> tuple[bool, dict[str, float], list[str]]:
         params: dict[str, Any] = {"k": request.k, "device": request.device}
@@ -92,14 +115,14 @@ class ApiTarget(Target):
             params["user_id"] = request.user_id
         if request.timings:
             params["timings"] = "true"
-        response = await self.http.get("/v1/recommendations", params=params)
-        if response.status_code != 200:
+        status, body = await self._get(params)
+        if status != 200:
             return False, {}, []
-        body = response.json()
         return body["source"] == "triton", body.get("timings_ms") or {}, body["flags"]
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self.session is not None:
+            await (self.session.close() if self.client == "aiohttp" else self.session.aclose())
 
 
 def make_requests(
@@ -137,6 +160,7 @@ async def run(
             flags[flag] = flags.get(flag, 0) + 1
 
     start = time.perf_counter()
+    cpu_start = time.process_time()
     if mode == "open":
         tasks = []
         for i, request in enumerate(requests):
@@ -156,12 +180,16 @@ async def run(
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
+    worst = sorted(range(len(latencies)), key=latencies.__getitem__)[-5:]
     return {
         "requests": len(requests),
         "seconds": round(elapsed, 2),
         "throughput_rps": round(len(requests) / elapsed, 1),
         "failures_or_fallbacks": failures,
         "latency_ms": percentiles(latencies),
+        # Completion order index of the five slowest requests: clustered at the start = warm-up, spread = noise.
+        "slowest_at": [round(i / max(len(latencies), 1), 3) for i in sorted(worst)],
+        "load_generator_cpu_ms_per_request": round((time.process_time() - cpu_start) * 1000 / len(requests), 3),
         "flags": flags,
         "stage_mean_ms": {k: round(float(np.mean(v)), 3) for k, v in stage_times.items()},
         "stage_p99_ms": {k: round(float(np.percentile(v, 99)), 3) for k, v in stage_times.items()},
@@ -170,7 +198,11 @@ async def run(
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     export = ExportReader.current(args.export_root)
-    target: Target = TritonTarget(args.export_root) if args.target == "triton" else ApiTarget(args.url, args.api_key)
+    target: Target = (
+        TritonTarget(args.export_root)
+        if args.target == "triton"
+        else ApiTarget(args.url, args.api_key, args.http_client)
+    )
     n = int(args.rate * args.duration) if args.mode == "open" else args.requests
     warm = make_requests(export, 200, args.k, args.anonymous, False, seed=99)
     await run(target, warm, "closed", 0, 4)
@@ -206,6 +238,7 @@ def main() -> None:
     parser.add_argument("--target", choices=("triton", "api"), default="triton")
     parser.add_argument("--url", default="http://127.0.0.1:8080")
     parser.add_argument("--api-key")
+    parser.add_argument("--http-client", choices=("aiohttp", "httpx"), default="aiohttp", help="API target's client")
     parser.add_argument("--mode", choices=("open", "closed"), default="open")
     parser.add_argument("--rate", type=float, default=200.0, help="open loop: requests per second")
     parser.add_argument("--duration", type=float, default=30.0, help="open loop: seconds")

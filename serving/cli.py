@@ -61,7 +61,10 @@ def _status(args: argparse.Namespace) -> int:
     except ArtifactError as exc:
         current = f"none ({exc})"
     print(f"export CURRENT: {current}")
-    print(f"repository {triton.model_repository}: slot {state.slot}, export {state.export_version or '-'}")
+    print(
+        f"repository {triton.model_repository}: {state.layout} layout, slot {state.slot}, "
+        f"export {state.export_version or '-'}"
+    )
     control = ModelControl(triton.http_url)
     try:
         if not control.live():

@@ -13,6 +13,15 @@ Publishing export version v as slot s+1 (hot reload): write every stage's ``<s+1
 stage (Triton adds version s+1 while s keeps serving); write the ensemble pinned to s+1 and load it (Triton
 swaps the ensemble only once it is ready; in-flight requests finish on slot s); after a grace period delete
 slot s and load the stages again, which unloads it. No request sees two export versions.
+
+The fused layout (``STREAMREC_SERVING_LAYOUT=fused``) serves the same stages from one python-backend model
+under the ensemble's name, so clients do not change::
+
+    recommend/config.pbtxt                 python backend, the ensemble's inputs and outputs, latest version
+    recommend/<slot>/model.py, stage.json  the whole pipeline in one stub process
+
+There a new slot is loaded as the model's newest version: Triton serves the old version until the new one is
+ready, then unloads it.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from serving.pipeline.factory import STAGES, StageConfig
+from serving.pipeline.reference import PIPELINE_INPUTS, PIPELINE_OUTPUTS
 from serving.settings import ServingSettings
 from streamrec import artifacts as art
 from streamrec.errors import ConfigError, StoreUnavailableError
@@ -48,8 +58,9 @@ TEMPLATES = Path(__file__).parent / "model_repository"
 STATE_FILE = ".streamrec-serving.json"
 STAGE_CONFIG_FILE = "stage.json"
 MODEL_PREFIX = "recommend_"
-ENSEMBLE_INPUTS = (IN_USER_ID, IN_DEVICE, IN_TIMESTAMP_MS, IN_K, IN_OPTIONS)
-ENSEMBLE_OUTPUTS = (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS)
+ENSEMBLE_INPUTS = PIPELINE_INPUTS
+ENSEMBLE_OUTPUTS = PIPELINE_OUTPUTS
+FUSED_TEMPLATE = TEMPLATES / "recommend" / "model.py"
 
 #: Every tensor of the pipeline: Triton data type and dims (batch dimension excluded).
 TENSORS: dict[str, tuple[str, list[int]]] = {
@@ -104,12 +115,25 @@ def _io_block(kind: str, names: list[str]) -> str:
 
 def render_stage_config(stage: str, serving: ServingSettings) -> str:
     cls = STAGES[stage]
+    return _python_model_config(
+        model_name(stage), list(cls.inputs), [*cls.outputs, timing_name(stage)], "{ all { } }", serving
+    )
+
+
+def render_fused_config(name: str, serving: ServingSettings) -> str:
+    outputs = [*ENSEMBLE_OUTPUTS, *(timing_name(s) for s in STAGES)]
+    return _python_model_config(name, list(ENSEMBLE_INPUTS), outputs, "{ latest { num_versions: 1 } }", serving)
+
+
+def _python_model_config(
+    name: str, inputs: list[str], outputs: list[str], version_policy: str, serving: ServingSettings
+) -> str:
     kind = "KIND_GPU" if serving.instance_kind == "gpu" else "KIND_CPU"
     text = (
-        f'name: "{model_name(stage)}"\nbackend: "python"\nmax_batch_size: {serving.max_batch_size}\n'
-        + _io_block("input", list(cls.inputs))
-        + _io_block("output", [*cls.outputs, timing_name(stage)])
-        + "version_policy: { all { } }\n"
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {serving.max_batch_size}\n'
+        + _io_block("input", inputs)
+        + _io_block("output", outputs)
+        + f"version_policy: {version_policy}\n"
         + f"instance_group [ {{ count: {serving.instance_count} kind: {kind} }} ]\n"
     )
     if serving.batch_delay_us >= 0 and serving.max_batch_size > 1:
@@ -144,6 +168,7 @@ class RepositoryState:
     slot: int = 0
     export_version: str = ""
     export_dir: str = ""
+    layout: str = "ensemble"
 
     @classmethod
     def read(cls, repo: Path) -> RepositoryState:
@@ -263,9 +288,14 @@ def _slot_export_exists(repo: Path, stage: str, slot: int) -> bool:
         return False
 
 
+def _versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
 def _stage_versions(repo: Path, stage: str) -> list[int]:
-    base = repo / model_name(stage)
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()) if base.is_dir() else []
+    return _versions(repo / model_name(stage))
 
 
 def prepare(
@@ -293,67 +323,128 @@ def prepare(
     art.check_version_dir(export_dir)
     if serving.instance_kind == "gpu" and serving.instance_count < 1:
         raise ConfigError("needs at least one instance", source="STREAMREC_SERVING_INSTANCE_COUNT")
-    live = control is not None and control.live()
+    stage_config = StageConfig(
+        export_dir=export_dir, export_version=version, serving=serving, bloom=bloom, redis_url=redis_url
+    )
+    live_control = control if control is not None and control.live() else None
     with _locked(repo):
         state = RepositoryState.read(repo)
-        config_changed = False
+        switch = _prepare_fused if serving.layout == "fused" else _prepare_ensemble
+        slot, changed = switch(repo, ensemble, stage_config, state, live_control, force, progress)
+        RepositoryState(slot=slot, export_version=version, export_dir=str(export_dir), layout=serving.layout).write(
+            repo
+        )
+    return PrepareResult(version, slot, changed, live_control is not None, repo)
+
+
+def _prepare_ensemble(
+    repo: Path,
+    ensemble: str,
+    stage_config: StageConfig,
+    state: RepositoryState,
+    control: ModelControl | None,
+    force: bool,
+    progress: Callable[[str], None],
+) -> tuple[int, bool]:
+    serving = stage_config.serving
+    config_changed = False
+    for stage in STAGES:
+        config_changed |= _write_if_changed(
+            repo / model_name(stage) / "config.pbtxt", render_stage_config(stage, serving)
+        )
+    complete = state.slot > 0 and all(
+        (repo / model_name(s) / str(state.slot) / STAGE_CONFIG_FILE).is_file() for s in STAGES
+    )
+    # A new slot also when only the stage settings changed (another Redis URL, Feast repo, ...): a slot's
+    # stage.json is read once, when Triton loads it.
+    settings_changed = complete and any(
+        StageConfig.read(repo / model_name(s) / str(state.slot) / STAGE_CONFIG_FILE) != stage_config for s in STAGES
+    )
+    changed = force or not complete or state.export_version != stage_config.export_version or settings_changed
+    slot = state.slot + 1 if changed else state.slot
+    if changed:
+        progress(f"writing slot {slot} for export {stage_config.export_version}")
         for stage in STAGES:
-            config_changed |= _write_if_changed(
-                repo / model_name(stage) / "config.pbtxt", render_stage_config(stage, serving)
-            )
-        complete = state.slot > 0 and all(
-            (repo / model_name(s) / str(state.slot) / STAGE_CONFIG_FILE).is_file() for s in STAGES
-        )
-        stage_config = StageConfig(
-            export_dir=export_dir, export_version=version, serving=serving, bloom=bloom, redis_url=redis_url
-        )
-        # A new slot also when only the stage settings changed (another Redis URL, Feast repo, ...): a slot's
-        # stage.json is read once, when Triton loads it.
-        settings_changed = complete and any(
-            StageConfig.read(repo / model_name(s) / str(state.slot) / STAGE_CONFIG_FILE) != stage_config for s in STAGES
-        )
-        changed = force or not complete or state.export_version != version or settings_changed
-        slot = state.slot + 1 if changed else state.slot
-        if changed:
-            progress(f"writing slot {slot} for export {version}")
-            for stage in STAGES:
-                target = repo / model_name(stage) / str(slot)
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(TEMPLATES / model_name(stage) / "model.py", target / "model.py")
-                stage_config.write(target / STAGE_CONFIG_FILE)
-        ensemble_dir = repo / ensemble
-        (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
-        ensemble_text = render_ensemble_config(ensemble, slot, serving)
-        serving_now = live and control is not None and control.ready(ensemble)
-        # Slots that cannot be serving anything (the ensemble is down, or their export is gone) are removed
-        # before loading, so that Triton does not try (and fail) to load them again.
-        for stage in STAGES:
-            for v in _stage_versions(repo, stage):
-                if v != slot and (not serving_now or not _slot_export_exists(repo, stage, v)):
-                    shutil.rmtree(repo / model_name(stage) / str(v), ignore_errors=True)
-        if live and control is not None:
-            stale = not serving_now
-            if changed or config_changed or stale:
-                progress(f"loading {len(STAGES)} stage models (slot {slot}) in Triton")
-                with ThreadPoolExecutor(max_workers=3) as pool:
-                    list(pool.map(control.load, [model_name(s) for s in STAGES]))
-                _write_if_changed(ensemble_dir / "config.pbtxt", ensemble_text)
-                progress(f"switching ensemble {ensemble} to slot {slot}")
-                control.load(ensemble)
-            else:
-                _write_if_changed(ensemble_dir / "config.pbtxt", ensemble_text)
-        else:
-            _write_if_changed(ensemble_dir / "config.pbtxt", ensemble_text)
-        old = {s: [v for v in _stage_versions(repo, s) if v != slot] for s in STAGES}
-        if any(old.values()):
-            if live and control is not None:
-                time.sleep(serving.reload_grace_s)
-            for stage, versions in old.items():
-                for v in versions:
-                    shutil.rmtree(repo / model_name(stage) / str(v), ignore_errors=True)
-            if live and control is not None:
-                progress("unloading the previous slot")
-                with ThreadPoolExecutor(max_workers=3) as pool:
-                    list(pool.map(control.load, [model_name(s) for s, versions in old.items() if versions]))
-        RepositoryState(slot=slot, export_version=version, export_dir=str(export_dir)).write(repo)
-    return PrepareResult(version, slot, changed, live, repo)
+            target = repo / model_name(stage) / str(slot)
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(TEMPLATES / model_name(stage) / "model.py", target / "model.py")
+            stage_config.write(target / STAGE_CONFIG_FILE)
+    ensemble_dir = repo / ensemble
+    if state.layout == "fused":
+        # The fused model's version dirs would be read as ensemble versions; it keeps serving until the
+        # ensemble replaces it.
+        shutil.rmtree(ensemble_dir, ignore_errors=True)
+    (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
+    ensemble_text = render_ensemble_config(ensemble, slot, serving)
+    serving_now = control is not None and control.ready(ensemble) and state.layout != "fused"
+    # Slots that cannot be serving anything (the ensemble is down, or their export is gone) are removed
+    # before loading, so that Triton does not try (and fail) to load them again.
+    for stage in STAGES:
+        for v in _stage_versions(repo, stage):
+            if v != slot and (not serving_now or not _slot_export_exists(repo, stage, v)):
+                shutil.rmtree(repo / model_name(stage) / str(v), ignore_errors=True)
+    if control is not None and (changed or config_changed or not serving_now):
+        progress(f"loading {len(STAGES)} stage models (slot {slot}) in Triton")
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            list(pool.map(control.load, [model_name(s) for s in STAGES]))
+        _write_if_changed(ensemble_dir / "config.pbtxt", ensemble_text)
+        progress(f"switching ensemble {ensemble} to slot {slot}")
+        control.load(ensemble)
+    else:
+        _write_if_changed(ensemble_dir / "config.pbtxt", ensemble_text)
+    old = {s: [v for v in _stage_versions(repo, s) if v != slot] for s in STAGES}
+    if any(old.values()):
+        if control is not None:
+            time.sleep(serving.reload_grace_s)
+        for stage, versions in old.items():
+            for v in versions:
+                shutil.rmtree(repo / model_name(stage) / str(v), ignore_errors=True)
+        if control is not None:
+            progress("unloading the previous slot")
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                list(pool.map(control.load, [model_name(s) for s, versions in old.items() if versions]))
+    return slot, changed
+
+
+def _prepare_fused(
+    repo: Path,
+    name: str,
+    stage_config: StageConfig,
+    state: RepositoryState,
+    control: ModelControl | None,
+    force: bool,
+    progress: Callable[[str], None],
+) -> tuple[int, bool]:
+    model_dir = repo / name
+    if state.layout != "fused":
+        # The ensemble (and its empty version dir) is replaced by the fused model under the same name; its stage
+        # models are unloaded once the fused model serves.
+        shutil.rmtree(model_dir, ignore_errors=True)
+    current = model_dir / str(state.slot) / STAGE_CONFIG_FILE
+    complete = state.layout == "fused" and state.slot > 0 and current.is_file()
+    changed = force or not complete or StageConfig.read(current) != stage_config
+    slot = state.slot + 1 if changed else state.slot
+    if changed:
+        progress(f"writing slot {slot} for export {stage_config.export_version} (fused layout)")
+        target = model_dir / str(slot)
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(FUSED_TEMPLATE, target / "model.py")
+        stage_config.write(target / STAGE_CONFIG_FILE)
+    config_changed = _write_if_changed(model_dir / "config.pbtxt", render_fused_config(name, stage_config.serving))
+    old = [v for v in _versions(model_dir) if v != slot]
+    if control is not None and (changed or config_changed or not control.ready(name)):
+        progress(f"loading {name} slot {slot} in Triton (one model, every stage)")
+        control.load(name)  # version policy "latest 1": the new slot serves once ready, then the old unloads
+    if old:
+        if control is not None:
+            time.sleep(stage_config.serving.reload_grace_s)
+        for v in old:
+            shutil.rmtree(model_dir / str(v), ignore_errors=True)
+    stage_dirs = [repo / model_name(s) for s in STAGES if (repo / model_name(s)).is_dir()]
+    if stage_dirs:
+        progress("removing the ensemble layout's stage models")
+        for path in stage_dirs:
+            if control is not None:
+                control.unload(path.name)
+            shutil.rmtree(path, ignore_errors=True)
+    return slot, changed

@@ -41,6 +41,14 @@ class ServingSettings(ComponentSettings):
     store_timeout_s: float = Field(0.1, gt=0, description="Socket timeout of the Bloom check's Redis calls.")
     store_retry_s: float = Field(2.0, gt=0, description="After a store failure, pass through this long, then retry.")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per stage instance.")
+    layout: Literal["ensemble", "fused"] = Field(
+        "ensemble",
+        description=(
+            "ensemble: one python-backend model per stage joined by a Triton ensemble (stages batch, scale and "
+            "are inspected apart); fused: one python-backend model runs the same stages in one process, without "
+            "the per-stage IPC hops (for small CPU boxes)."
+        ),
+    )
     instance_kind: Literal["cpu", "gpu"] = Field("cpu", description="Triton instance kind of every stage.")
     instance_count: int = Field(1, ge=1, description="Triton instances per stage.")
     max_batch_size: int = Field(16, ge=1, description="Triton max_batch_size of the ensemble and its stages.")

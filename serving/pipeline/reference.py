@@ -7,7 +7,7 @@ library: recommendations without a Triton server, and per-stage costs without Tr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -69,6 +69,11 @@ def results_from_tensors(out: Tensors, timings: bool) -> list[RecommendResult]:
     return results
 
 
+#: The whole pipeline's inputs and outputs (the ensemble's, and the fused model's).
+PIPELINE_INPUTS = (IN_USER_ID, IN_DEVICE, IN_TIMESTAMP_MS, IN_K, IN_OPTIONS)
+PIPELINE_OUTPUTS = (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS)
+
+
 class ReferencePipeline:
     def __init__(self, config: StageConfig, export: ExportReader | None = None, warm: bool = True) -> None:
         self.config = config
@@ -97,3 +102,18 @@ class ReferencePipeline:
 
     def recommend(self, request: RecommendRequest) -> RecommendResult:
         return self.recommend_many([request])[0]
+
+
+class PipelineStage(Stage):
+    """The whole pipeline as one stage: what the fused Triton model runs (request tensors in, results out)."""
+
+    name = "pipeline"
+    inputs = PIPELINE_INPUTS
+    outputs = PIPELINE_OUTPUTS
+
+    def __init__(self, pipeline: ReferencePipeline) -> None:
+        self.pipeline = pipeline
+
+    def run(self, batch: Mapping[str, np.ndarray]) -> Tensors:
+        space = self.pipeline.run(dict(batch))
+        return {k: v for k, v in space.items() if k in PIPELINE_OUTPUTS or k.startswith(TIMING_PREFIX)}

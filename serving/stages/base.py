@@ -7,6 +7,7 @@ Triton hands over (dynamic batching) along the batch dimension, runs the stage o
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,17 @@ class TritonStageModel:
         model_config = json.loads(args["model_config"])
         path = stage_config_path(args["model_repository"], args["model_name"], args["model_version"])
         config = StageConfig.read(path).model_copy(update={"device": instance_device(args)})
-        export = ExportReader(config.export_dir, config.device)
-        self.stage: Stage = build_stage(self.stage_name, config, export)
-        warm_up(self.stage, warm_batch(export, config.serving))
+        self.stage: Stage = self.build(config, ExportReader(config.export_dir, config.device))
+        gc.freeze()  # the loaded models and caches are long-lived: keep them out of the collector's full scans
         self.output_types = {
             out["name"]: pb_utils.triton_string_to_numpy(out["data_type"]) for out in model_config["output"]
         }
+
+    def build(self, config: StageConfig, export: ExportReader) -> Stage:
+        """The stage this model runs, warmed up."""
+        stage = build_stage(self.stage_name, config, export)
+        warm_up(stage, warm_batch(export, config.serving))
+        return stage
 
     def execute(self, requests: list[Any]) -> list[Any]:
         pb = self.pb
