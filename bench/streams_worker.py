@@ -266,6 +266,9 @@ def phase_freshness(kafka: KafkaSettings, rate: float, seconds: float) -> dict[s
         client = redis.Redis.from_url(RedisSettings.load().effective_url)
         bloom = SeenItemStore(client, SeenItemStore.connect(RedisSettings.load(), BloomSettings.load()).backend)
         ts_field = f"_ts:{FEAST_USER_STREAM_VIEW}"
+        # The first call imports Feast (and with it torch: seconds). Paid here, not in the checker's first sweep,
+        # where it once charged ~6 s to every probe of the first seconds.
+        feast_key(project, "warm-up")
         pending: list[tuple[InteractionEvent, float]] = []
         lock = threading.Lock()
         results: dict[str, list[float]] = {"bloom": [], "feast": []}
