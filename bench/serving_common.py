@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from streamrec.feast_config import feast_connection_string
 from streamrec.features import (
@@ -41,9 +40,17 @@ def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    try:
+        gpu = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()  # fmt: skip
+    except OSError:
+        gpu = ""
     return {
         "platform": platform.platform(),
         "cpu": cpu,
+        "gpu": gpu or None,
         "cores": len(os.sched_getaffinity(0)),
         "load_avg": load,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -52,6 +59,7 @@ def machine() -> dict[str, Any]:
 
 def feast_repo(root: Path, redis_url: str, project: str, export: Any, with_items: bool = False) -> Path:
     """Create and apply a repository under ``root``; push a stream row for every user of the export."""
+    import pandas as pd  # here, not at the top: the load generator runs where pandas and Feast are absent
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import Array, Float32, Int64, String
 

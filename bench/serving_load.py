@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -182,6 +183,7 @@ async def run(
     elapsed = time.perf_counter() - start
     worst = sorted(range(len(latencies)), key=latencies.__getitem__)[-5:]
     return {
+        "_latencies": latencies,
         "requests": len(requests),
         "seconds": round(elapsed, 2),
         "throughput_rps": round(len(requests) / elapsed, 1),
@@ -230,6 +232,48 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_processes(args: argparse.Namespace) -> dict[str, Any]:
+    """Run N copies of this script at rate / N each (different seeds) and merge their raw latencies."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        children = []
+        for i in range(args.processes):
+            argv = list(sys.argv[1:])
+            for flag in ("--processes", "--out", "--rate", "--seed"):
+                if flag in argv:
+                    at = argv.index(flag)
+                    del argv[at : at + 2]
+            argv += ["--rate", str(args.rate / args.processes), "--seed", str(args.seed + i)]
+            argv += ["--raw-out", f"{tmp}/{i}.json"]
+            children.append(subprocess.Popen([sys.executable, __file__, *argv], stdout=subprocess.DEVNULL))
+        for child in children:
+            if child.wait() != 0:
+                raise SystemExit(f"a load process exited with {child.returncode}")
+        parts = [json.loads(Path(f"{tmp}/{i}.json").read_text()) for i in range(args.processes)]
+    latencies = [v for part in parts for v in part["_latencies"]]
+    flags: dict[str, int] = {}
+    for part in parts:
+        for name, count in part["flags"].items():
+            flags[name] = flags.get(name, 0) + count
+    merged = {k: v for k, v in parts[0].items() if k not in ("_latencies", "slowest_at")}
+    merged.update(
+        processes=args.processes,
+        rate=args.rate,
+        requests=len(latencies),
+        throughput_rps=round(sum(part["throughput_rps"] for part in parts), 1),
+        failures_or_fallbacks=sum(part["failures_or_fallbacks"] for part in parts),
+        latency_ms=percentiles(latencies),
+        flags=flags,
+        load_generator_cpu_ms_per_request=round(
+            float(np.mean([part["load_generator_cpu_ms_per_request"] for part in parts])), 3
+        ),
+    )
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export-root", type=Path, default=PathsSettings.load().export_root)
@@ -249,7 +293,14 @@ def main() -> None:
     parser.add_argument("--timings", action="store_true", help="ask for per-stage timings")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="open loop: split the rate over N load processes (one is CPU-bound)"
+    )
+    parser.add_argument("--raw-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.processes > 1:
+        dump(run_processes(args), args.out)
+        return
     if args.prepare:
         prepare(args.export_root, args.work)
         return
@@ -259,7 +310,12 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    dump(asyncio.run(amain(args)), args.out)
+    result = asyncio.run(amain(args))
+    if args.raw_out is not None:
+        args.raw_out.write_text(json.dumps(result))
+        return
+    result.pop("_latencies")
+    dump(result, args.out)
 
 
 if __name__ == "__main__":

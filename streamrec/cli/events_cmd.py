@@ -106,13 +106,18 @@ def archive_messages(frame: pd.DataFrame, new_ids: bool = False) -> Iterator[tup
 
 
 def retime(frame: pd.DataFrame, speed: float | None, start: datetime) -> pd.DataFrame:
-    """Shift timestamps so the first event is at ``start``; gaps shrink by ``speed`` (None: all at start)."""
+    """Shift timestamps so the first event is at ``start``; gaps shrink by ``speed``.
+
+    ``speed`` None (``--speed max``): the events are produced at once, so they are packed 1 ms apart and end at
+    ``start`` instead: none lies in the future, where it would outrank the live events that follow the replay
+    (recent items and windows are ordered by event time).
+    """
     ts = pd.to_datetime(frame["timestamp"], utc=True)
     offset = ts - ts.iloc[0]
     frame = frame.copy()
     if speed is None:
         # --speed max: keep order, spread events 1 ms apart so windows and ordering stay meaningful.
-        frame["timestamp"] = pd.Timestamp(start) + pd.to_timedelta(range(len(frame)), unit="ms")
+        frame["timestamp"] = pd.Timestamp(start) - pd.to_timedelta(range(len(frame) - 1, -1, -1), unit="ms")
     else:
         frame["timestamp"] = pd.Timestamp(start) + offset / speed
     return frame
@@ -174,7 +179,7 @@ def register(registry: PluginRegistry) -> None:
         parser.add_argument("--data", help="dataset root directory (overrides --dataset's location)")
         parser.add_argument("--speed", default="max", help="N times real time, or 'max' (default)")
         parser.add_argument("--limit", type=int, default=0, help="replay only the first N events")
-        parser.add_argument("--retime", action="store_true", help="shift timestamps to start now")
+        parser.add_argument("--retime", action="store_true", help="timestamps from now on (--speed max: ending now)")
         parser.add_argument("--new-ids", action="store_true", help="fresh event ids (else dataset ids, deduped)")
         parser.add_argument("--topic", help="override the interactions topic")
         return _replay

@@ -75,3 +75,5 @@ def test_retime_keeps_order_and_scales_gaps() -> None:
     assert (fast["timestamp"].diff().dropna() == pd.Timedelta(seconds=3)).all()
     packed = retime(frame, None, start)
     assert packed["timestamp"].is_monotonic_increasing
+    assert packed["timestamp"].iloc[-1] == pd.Timestamp(start)  # nothing in the future of the replay
+    assert (packed["timestamp"].diff().dropna() == pd.Timedelta(milliseconds=1)).all()
