@@ -301,6 +301,8 @@ class Demo:
         note(f".venv/bin/streamrec stack status; logs under {StackSettings.load().run_dir}")
 
     def run(self) -> int:
+        # SIGINT explicitly too: a shell that starts the demo in the background leaves SIGINT ignored.
+        signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
         try:
             self.start_stack()
