@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Triton gRPC direct on a GPU machine that has Python 3.12 + torch but not this project's environment (the
+# device tool's machine): unpack the bundle that bench/triton_bundle.sh builds (tritonserver and its libraries,
+# the python-backend stub for 3.12, a numpy-1.26 stub overlay, the pure-Python dependencies, an export), start
+# tritonserver, prepare the repository with GPU instances in each layout, and run the load generator.
+# Feast and Bloom are off (no Valkey there): their stages pass through, so only the compute path and Triton's
+# own overhead are measured.
+#
+#   bash bench/triton_gpu.sh            # BUNDLE=.streamrec/device/tbundle.tar.xz, results under $OUT
+set -euo pipefail
+BUNDLE=${BUNDLE:-.streamrec/device/tbundle.tar.xz}
+OUT=${OUT:-/tmp/triton-gpu-out}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
+RATES=${RATES:-"1000 2000 3000"}  # open-loop rates; CONFIGS below picks the layouts
+WORK=/tmp/triton-gpu
+rm -rf "$WORK" && mkdir -p "$WORK/models" "$OUT"
+tar -xJf "$BUNDLE" -C "$WORK"
+T=$WORK/tbundle
+ROOT=$PWD
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c 'import sys, numpy, torch; print(sys.version.split()[0], "numpy", numpy.__version__, "torch", torch.__version__, "cuda", torch.cuda.is_available())'
+LIBDIR=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+# What the stub sees after its overlay: the bundle's packages, this checkout, the system's site-packages (torch).
+{ echo "$ROOT"; python3 -c 'import site; print("\n".join(site.getsitepackages()))'; } > "$T/site/zz-streamrec.pth"
+export LD_LIBRARY_PATH="$T/libs:$LIBDIR:${LD_LIBRARY_PATH:-}"
+export STREAMREC_STUB_OVERLAY="$T/overlay" STREAMREC_STUB_SITE="$T/site"
+"$T/bin/tritonserver" --model-repository="$WORK/models" --backend-directory="$T/backends" \
+  --model-control-mode=explicit --http-port=8000 --grpc-port=8001 --metrics-port=8002 \
+  --strict-readiness=false --exit-on-error=false --log-verbose=0 > "$OUT/tritonserver.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 60); do curl -sf localhost:8000/v2/health/live >/dev/null && break; sleep 1; done
+curl -sf localhost:8000/v2/health/live >/dev/null || { tail -30 "$OUT/tritonserver.log"; exit 1; }
+
+export PYTHONPATH="$T/site:$ROOT" STREAMREC_TRITON_HTTP_PORT=8000 STREAMREC_TRITON_GRPC_PORT=8001
+export STREAMREC_TRITON_REQUEST_TIMEOUT_S=2
+run_layout() {  # layout, instances per model, batching delay (µs)
+  python3 - "$1" "$2" "$3" "$WORK/models" "$T/export" <<'PY'
+import sys
+from pathlib import Path
+from serving.repository import ModelControl, prepare
+from serving.settings import ServingSettings
+from streamrec.settings import BloomSettings
+layout, count, delay, repo, export_root = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+serving = ServingSettings(
+    layout=layout, instance_kind="gpu", instance_count=count, max_batch_size=64, batch_delay_us=delay,
+    features_enabled=False, bloom_enabled=False, reload_grace_s=0.5,
+)
+result = prepare(Path(repo), Path(export_root), serving=serving, bloom=BloomSettings(),
+                 redis_url="redis://127.0.0.1:1/0", control=ModelControl("http://127.0.0.1:8000"), progress=print)
+print(result.line(), flush=True)
+PY
+  local tag="$1-x$2-d$3"
+  python3 bench/serving_load.py --target triton --export-root "$T/export" --mode closed --concurrency 1 \
+    --requests 1000 --timings --out "$OUT/$tag-closed1.json" | grep -A7 '"latency_ms"' | tr -d ' \n'; echo
+  for rate in $RATES; do
+    python3 bench/serving_load.py --target triton --export-root "$T/export" --mode open --rate "$rate" \
+      --duration "$SECONDS_PER_RUN" --processes 4 --out "$OUT/$tag-open$rate.json" \
+      | grep -E '"(throughput_rps|failures_or_fallbacks|p50|p99|max)"' | tr -d ' \n'; echo " <- $tag $rate/s"
+  done
+}
+# layout:instances per model:dynamic-batching delay (µs), each prepared in turn (a hot swap) and measured
+for config in ${CONFIGS:-fused:1:100 fused:4:100 ensemble:1:100 ensemble:2:100}; do
+  IFS=: read -r layout count delay <<< "$config"
+  run_layout "$layout" "$count" "$delay"
+done
+grep -iE "error|fail" "$OUT/tritonserver.log" | head -20 || true
