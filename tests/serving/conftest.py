@@ -4,8 +4,11 @@ with the user stream view (names from streamrec.features), and pipeline configur
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -174,3 +177,56 @@ def fresh_repository(stack: Any) -> Path:
                 else:
                     path.unlink(missing_ok=True)
     return repo
+
+
+@dataclass
+class Answer:
+    at: float
+    source: str
+    model_version: str
+    n_items: int
+    fallback_reason: str | None
+
+
+@dataclass
+class KeepAsking:
+    """Clients asking Triton in a loop (threads) while a test switches versions; ``answers`` in arrival order."""
+
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [a.fallback_reason for a in self.answers if a.fallback_reason]
+
+
+@contextlib.contextmanager
+def keep_asking(
+    triton: Any, export_root: Path, request: Callable[[int, int], Any], clients: int = 2
+) -> Iterator[KeepAsking]:
+    """``request(client, n)`` builds the n-th request of a client. The clients allow 10 s per request: on a
+    2-core box, starting new stage processes while serving can stall a request past the default 1 s, which is
+    latency, not a failed switch."""
+    from streamrec.pipeline_client import PipelineClient
+
+    state = KeepAsking()
+    stop = threading.Event()
+    patient = triton.model_copy(update={"request_timeout_s": 10.0})
+
+    def ask(client_no: int) -> None:
+        client = PipelineClient(patient, export_root=export_root)
+        n = 0
+        while not stop.is_set():
+            r = client.recommend(request(client_no, n))
+            state.answers.append(Answer(time.monotonic(), r.source, r.model_version, len(r.items), r.fallback_reason))
+            n += 1
+        client.close()
+
+    threads = [threading.Thread(target=ask, args=(c,)) for c in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield state
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from streamrec.pipeline_client import (
     RecommendRequest,
 )
 from streamrec.settings import BloomSettings, TritonSettings
-from tests.serving.conftest import make_config, push_user_features, train_version
+from tests.serving.conftest import keep_asking, make_config, push_user_features, train_version
 
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 
@@ -171,26 +170,11 @@ def test_hot_reload_under_load_fails_no_request(
     the default 1 s, which is latency, not a failed switch."""
     old = served["reference"].version
     users = served["reference"].export.id_maps.user_ids
-    results: list[tuple[float, str, str, int]] = []
-    reasons: list[str] = []
-    stop = threading.Event()
-    patient = triton.model_copy(update={"request_timeout_s": 10.0})
 
-    def load(worker: int) -> None:
-        client = PipelineClient(patient, export_root=export_root)
-        n = 0
-        while not stop.is_set():
-            r = client.recommend(RecommendRequest(user_id=users[(n * 7 + worker) % len(users)], k=10))
-            results.append((time.monotonic(), r.source, r.model_version, len(r.items)))
-            if r.fallback_reason:
-                reasons.append(r.fallback_reason)
-            n += 1
-        client.close()
+    def request(client: int, n: int) -> RecommendRequest:
+        return RecommendRequest(user_id=users[(n * 7 + client) % len(users)], k=10)
 
-    threads = [threading.Thread(target=load, args=(w,)) for w in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    with keep_asking(triton, export_root, request) as asked:
         new = train_version(data_root, export_root, serving_tmp, seed=8)
         control = ModelControl(triton.http_url)
         repo, project = feast_repo
@@ -206,18 +190,14 @@ def test_hot_reload_under_load_fails_no_request(
         control.close()
         done_at = time.monotonic()
         time.sleep(2.0)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
     assert switched.changed and switched.export_version == new != old
-    assert len(results) > 50
-    assert {source for _, source, _, _ in results} == {"triton"}, reasons[:3]
-    assert all(n == 10 for *_, n in results)
-    versions = [v for _, _, v, _ in results]
+    assert len(asked.answers) > 50
+    assert {a.source for a in asked.answers} == {"triton"}, asked.reasons[:3]
+    assert all(a.n_items == 10 for a in asked.answers)
+    versions = [a.model_version for a in asked.answers]
     assert set(versions) == {old, new}
     assert versions[0] == old
-    assert {v for at, _, v, _ in results if at > done_at} == {new}
+    assert {a.model_version for a in asked.answers if a.at > done_at} == {new}
     # Only the new slot stays loaded.
     assert RepositoryState.read(triton.model_repository.resolve()).export_version == new
 

@@ -3,7 +3,6 @@ hot-reloaded without failed requests, and switched to and from the ensemble layo
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from serving.settings import ServingSettings
 from streamrec import artifacts as art
 from streamrec.pipeline_client import PipelineClient, RecommendOptions, RecommendRequest
 from streamrec.settings import BloomSettings, TritonSettings
-from tests.serving.conftest import make_config, train_version
+from tests.serving.conftest import keep_asking, make_config, train_version
 
 T0 = 1_764_000_000_000
 
@@ -106,37 +105,16 @@ def test_fused_hot_reload_under_load_fails_no_request(
 ) -> None:
     before = switch("fused")
     old = before.export_version
-    results: list[tuple[float, str, str]] = []
-    reasons: list[str] = []
-    stop = threading.Event()
-    patient = triton.model_copy(update={"request_timeout_s": 10.0})
-
-    def load() -> None:
-        client = PipelineClient(patient, export_root=export_root)
-        while not stop.is_set():
-            r = client.recommend(RecommendRequest(user_id=None, k=10))
-            results.append((time.monotonic(), r.source, r.model_version))
-            if r.fallback_reason:
-                reasons.append(r.fallback_reason)
-        client.close()
-
-    threads = [threading.Thread(target=load) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    with keep_asking(triton, export_root, lambda client, n: RecommendRequest(user_id=None, k=10)) as asked:
         new = train_version(data_root, export_root, serving_tmp, seed=9)
         switched = switch("fused", grace_s=0.5)
         done_at = time.monotonic()
         time.sleep(2.0)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
     assert switched.changed and switched.export_version == new != old
-    assert {source for _, source, _ in results} == {"triton"}, reasons[:3]
-    versions = [v for _, _, v in results]
+    assert {a.source for a in asked.answers} == {"triton"}, asked.reasons[:3]
+    versions = [a.model_version for a in asked.answers]
     assert versions[0] == old and set(versions) == {old, new}
-    assert {v for at, _, v in results if at > done_at} == {new}
+    assert {a.model_version for a in asked.answers if a.at > done_at} == {new}
     assert [p.name for p in (triton.model_repository.resolve() / triton.ensemble_model).iterdir() if p.is_dir()] == [
         str(switched.slot)
     ]
