@@ -330,22 +330,29 @@ def prepare(
     with _locked(repo):
         state = RepositoryState.read(repo)
         switch = _prepare_fused if serving.layout == "fused" else _prepare_ensemble
-        slot, changed = switch(repo, ensemble, stage_config, state, live_control, force, progress)
+        slot, changed = switch(_Switch(repo, ensemble, stage_config, state, live_control, force, progress))
         RepositoryState(slot=slot, export_version=version, export_dir=str(export_dir), layout=serving.layout).write(
             repo
         )
     return PrepareResult(version, slot, changed, live_control is not None, repo)
 
 
-def _prepare_ensemble(
-    repo: Path,
-    ensemble: str,
-    stage_config: StageConfig,
-    state: RepositoryState,
-    control: ModelControl | None,
-    force: bool,
-    progress: Callable[[str], None],
-) -> tuple[int, bool]:
+@dataclass(frozen=True)
+class _Switch:
+    """One ``prepare`` call as the layout functions see it (``control`` only when Triton is live)."""
+
+    repo: Path
+    model: str
+    stage_config: StageConfig
+    state: RepositoryState
+    control: ModelControl | None
+    force: bool
+    progress: Callable[[str], None]
+
+
+def _prepare_ensemble(job: _Switch) -> tuple[int, bool]:
+    repo, ensemble, stage_config, state = job.repo, job.model, job.stage_config, job.state
+    control, force, progress = job.control, job.force, job.progress
     serving = stage_config.serving
     config_changed = False
     for stage in STAGES:
@@ -406,15 +413,9 @@ def _prepare_ensemble(
     return slot, changed
 
 
-def _prepare_fused(
-    repo: Path,
-    name: str,
-    stage_config: StageConfig,
-    state: RepositoryState,
-    control: ModelControl | None,
-    force: bool,
-    progress: Callable[[str], None],
-) -> tuple[int, bool]:
+def _prepare_fused(job: _Switch) -> tuple[int, bool]:
+    repo, name, stage_config, state = job.repo, job.model, job.stage_config, job.state
+    control, force, progress = job.control, job.force, job.progress
     model_dir = repo / name
     if state.layout != "fused":
         # The ensemble (and its empty version dir) is replaced by the fused model under the same name; its stage
