@@ -249,7 +249,57 @@ class _Breaker:
         self.last_error = error
 
 
-class PipelineClient:
+class _ClientBase:
+    """What the sync and asyncio clients share: settings, fallback, breaker, output names, failure handling."""
+
+    def __init__(
+        self, grpc_module: Any, settings: TritonSettings | None, export_root: Path | None, retry_after_s: float
+    ) -> None:
+        self.settings = settings or TritonSettings.load()
+        self._grpc = grpc_module
+        self._client = grpc_module.InferenceServerClient(self.settings.effective_grpc_url, verbose=False)
+        self.fallback = PopularityFallback(export_root or PathsSettings.load().export_root)
+        self._breaker = _Breaker(retry_after_s)
+        self._timing_outputs: list[str] | None = None
+
+    @property
+    def model(self) -> str:
+        return self.settings.ensemble_model
+
+    def _metadata_kwargs(self) -> dict[str, Any]:
+        return {"as_json": True, "client_timeout": self.settings.request_timeout_s}
+
+    def _remember_timings(self, meta: dict[str, Any]) -> list[str]:
+        self._timing_outputs = [o["name"] for o in meta["outputs"] if o["name"].startswith(TIMING_PREFIX)]
+        return self._timing_outputs
+
+    def _infer_args(self, request: RecommendRequest, timing_outputs: list[str]) -> dict[str, Any]:
+        outputs = [
+            self._grpc.InferRequestedOutput(n)
+            for n in (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS, *timing_outputs)
+        ]
+        return {
+            "model_name": self.model,
+            "inputs": build_inputs(request, self._grpc.InferInput),
+            "outputs": outputs,
+            "client_timeout": self.settings.request_timeout_s,
+        }
+
+    def _open_circuit_answer(self, request: RecommendRequest) -> RecommendResult | None:
+        if self._breaker.allow():
+            return None
+        return self.fallback.recommend(request, f"Triton unavailable: {self._breaker.last_error}")
+
+    def _failed(self, request: RecommendRequest, exc: Exception) -> RecommendResult:
+        # InferenceServerException, grpc errors, timeouts: all degrade the same way.
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        log.warning("Triton inference failed, serving popular items: %s", reason)
+        self._breaker.trip(reason)
+        self._timing_outputs = None
+        return self.fallback.recommend(request, f"Triton unavailable: {reason}")
+
+
+class PipelineClient(_ClientBase):
     """Synchronous client (thread-safe: one channel shared by all threads)."""
 
     def __init__(
@@ -260,47 +310,21 @@ class PipelineClient:
     ) -> None:
         import tritonclient.grpc as grpcclient
 
-        self.settings = settings or TritonSettings.load()
-        self._grpc = grpcclient
-        self._client = grpcclient.InferenceServerClient(self.settings.effective_grpc_url, verbose=False)
-        self.fallback = PopularityFallback(export_root or PathsSettings.load().export_root)
-        self._breaker = _Breaker(retry_after_s)
-        self._timing_outputs: list[str] | None = None
-
-    @property
-    def model(self) -> str:
-        return self.settings.ensemble_model
+        super().__init__(grpcclient, settings, export_root, retry_after_s)
 
     def _timings(self) -> list[str]:
         if self._timing_outputs is None:
-            meta = self._client.get_model_metadata(
-                self.model, as_json=True, client_timeout=self.settings.request_timeout_s
-            )
-            self._timing_outputs = [o["name"] for o in meta["outputs"] if o["name"].startswith(TIMING_PREFIX)]
+            return self._remember_timings(self._client.get_model_metadata(self.model, **self._metadata_kwargs()))
         return self._timing_outputs
 
     def recommend(self, request: RecommendRequest) -> RecommendResult:
-        if not self._breaker.allow():
-            return self.fallback.recommend(request, f"Triton unavailable: {self._breaker.last_error}")
+        if (answer := self._open_circuit_answer(request)) is not None:
+            return answer
         try:
             timing_outputs = self._timings() if request.timings else []
-            outputs = [
-                self._grpc.InferRequestedOutput(n)
-                for n in (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS, *timing_outputs)
-            ]
-            result = self._client.infer(
-                self.model,
-                build_inputs(request, self._grpc.InferInput),
-                outputs=outputs,
-                client_timeout=self.settings.request_timeout_s,
-            )
-            return parse_result(result, timing_outputs)
-        except Exception as exc:  # InferenceServerException, grpc errors, timeouts: all degrade the same way
-            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            log.warning("Triton inference failed, serving popular items: %s", reason)
-            self._breaker.trip(reason)
-            self._timing_outputs = None
-            return self.fallback.recommend(request, f"Triton unavailable: {reason}")
+            return parse_result(self._client.infer(**self._infer_args(request, timing_outputs)), timing_outputs)
+        except Exception as exc:
+            return self._failed(request, exc)
 
     def ready(self) -> bool:
         try:
@@ -312,7 +336,7 @@ class PipelineClient:
         self._client.close()
 
 
-class AsyncPipelineClient:
+class AsyncPipelineClient(_ClientBase):
     """asyncio client (FastAPI, the Faust worker): same behaviour as :class:`PipelineClient`."""
 
     def __init__(
@@ -323,47 +347,23 @@ class AsyncPipelineClient:
     ) -> None:
         import tritonclient.grpc.aio as aioclient
 
-        self.settings = settings or TritonSettings.load()
-        self._grpc = aioclient
-        self._client = aioclient.InferenceServerClient(self.settings.effective_grpc_url, verbose=False)
-        self.fallback = PopularityFallback(export_root or PathsSettings.load().export_root)
-        self._breaker = _Breaker(retry_after_s)
-        self._timing_outputs: list[str] | None = None
-
-    @property
-    def model(self) -> str:
-        return self.settings.ensemble_model
+        super().__init__(aioclient, settings, export_root, retry_after_s)
 
     async def _timings(self) -> list[str]:
         if self._timing_outputs is None:
-            meta = await self._client.get_model_metadata(
-                self.model, as_json=True, client_timeout=self.settings.request_timeout_s
-            )
-            self._timing_outputs = [o["name"] for o in meta["outputs"] if o["name"].startswith(TIMING_PREFIX)]
+            meta = await self._client.get_model_metadata(self.model, **self._metadata_kwargs())
+            return self._remember_timings(meta)
         return self._timing_outputs
 
     async def recommend(self, request: RecommendRequest) -> RecommendResult:
-        if not self._breaker.allow():
-            return self.fallback.recommend(request, f"Triton unavailable: {self._breaker.last_error}")
+        if (answer := self._open_circuit_answer(request)) is not None:
+            return answer
         try:
             timing_outputs = await self._timings() if request.timings else []
-            outputs = [
-                self._grpc.InferRequestedOutput(n)
-                for n in (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS, *timing_outputs)
-            ]
-            result = await self._client.infer(
-                self.model,
-                build_inputs(request, self._grpc.InferInput),
-                outputs=outputs,
-                client_timeout=self.settings.request_timeout_s,
-            )
+            result = await self._client.infer(**self._infer_args(request, timing_outputs))
             return parse_result(result, timing_outputs)
         except Exception as exc:
-            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            log.warning("Triton inference failed, serving popular items: %s", reason)
-            self._breaker.trip(reason)
-            self._timing_outputs = None
-            return self.fallback.recommend(request, f"Triton unavailable: {reason}")
+            return self._failed(request, exc)
 
     async def ready(self) -> bool:
         try:
