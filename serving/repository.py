@@ -58,8 +58,6 @@ TEMPLATES = Path(__file__).parent / "model_repository"
 STATE_FILE = ".streamrec-serving.json"
 STAGE_CONFIG_FILE = "stage.json"
 MODEL_PREFIX = "recommend_"
-ENSEMBLE_INPUTS = PIPELINE_INPUTS
-ENSEMBLE_OUTPUTS = PIPELINE_OUTPUTS
 FUSED_TEMPLATE = TEMPLATES / "recommend" / "model.py"
 
 #: Every tensor of the pipeline: Triton data type and dims (batch dimension excluded).
@@ -99,6 +97,11 @@ def timing_name(stage: str) -> str:
     return f"MS_{stage.upper()}"
 
 
+def pipeline_outputs() -> list[str]:
+    """What the ensemble and the fused model answer: results, then every stage's timing."""
+    return [*PIPELINE_OUTPUTS, *(timing_name(s) for s in STAGES)]
+
+
 def tensor_spec(name: str) -> tuple[str, list[int]]:
     if name.startswith("MS_"):
         return "TYPE_FP32", [1]
@@ -121,8 +124,9 @@ def render_stage_config(stage: str, serving: ServingSettings) -> str:
 
 
 def render_fused_config(name: str, serving: ServingSettings) -> str:
-    outputs = [*ENSEMBLE_OUTPUTS, *(timing_name(s) for s in STAGES)]
-    return _python_model_config(name, list(ENSEMBLE_INPUTS), outputs, "{ latest { num_versions: 1 } }", serving)
+    return _python_model_config(
+        name, list(PIPELINE_INPUTS), pipeline_outputs(), "{ latest { num_versions: 1 } }", serving
+    )
 
 
 def _python_model_config(
@@ -151,11 +155,10 @@ def render_ensemble_config(name: str, slot: int, serving: ServingSettings) -> st
         steps.append(
             f'    {{ model_name: "{model_name(stage)}" model_version: {slot}\n      {inputs}\n      {outputs} }}'
         )
-    ensemble_outputs = [*ENSEMBLE_OUTPUTS, *(timing_name(s) for s in STAGES)]
     return (
         f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {serving.max_batch_size}\n'
-        + _io_block("input", list(ENSEMBLE_INPUTS))
-        + _io_block("output", ensemble_outputs)
+        + _io_block("input", list(PIPELINE_INPUTS))
+        + _io_block("output", pipeline_outputs())
         + "ensemble_scheduling {\n  step [\n"
         + ",\n".join(steps)
         + "\n  ]\n}\n"
