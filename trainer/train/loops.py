@@ -125,6 +125,33 @@ def make_optimizer(model: nn.Module, settings: TrainerSettings) -> SplitOptimize
     return SplitOptimizer(params, sparse, settings)
 
 
+class EarlyStopping:
+    """Keeps the weights of the best validation loss; ``stop`` once ``patience`` epochs in a row were worse."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best_loss = float("inf")
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.worse = 0
+
+    @property
+    def stop(self) -> bool:
+        return self.worse >= self.patience
+
+    def observe(self, val_loss: float, model: nn.Module, stats: LoopStats) -> None:
+        stats.validation_losses.append(val_loss)
+        if val_loss < self.best_loss:
+            self.best_loss, self.worse = val_loss, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.worse += 1
+
+    def restore_best(self, model: nn.Module, stats: LoopStats) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+            stats.best_epoch = int(np.argmin(stats.validation_losses)) + 1
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator, cap: int, device: str) -> list[torch.Tensor]:
     order = torch.randperm(n, generator=generator)
     if 0 < cap < n:
@@ -188,12 +215,12 @@ def train_two_tower(
     freq = np.maximum(item_counts.astype(np.float64), 1.0)
     log_q = torch.as_tensor(np.log(freq / freq.sum()), dtype=torch.float32, device=device)
     generator = torch.Generator().manual_seed(settings.seed)
-    best_loss, best_state, worse = float("inf"), None, 0
+    early = EarlyStopping(settings.patience)
     for epoch in range(epochs):
         batches = _batches(len(features), settings.batch_size, generator, settings.max_examples_per_epoch, device)
         if epoch < start_epoch:
             continue  # the generator still advances, so a resumed run sees the same order
-        if worse >= settings.patience:
+        if early.stop:
             break
         began, steps = time.perf_counter(), 0
         running = torch.zeros((), device=device)
@@ -237,15 +264,8 @@ def train_two_tower(
             val_loss = retrieval_loss(
                 model, validation[0], validation[1], items, profiles, log_q, settings, device, frozen_item_embeddings
             )
-            stats.validation_losses.append(val_loss)
-            if val_loss < best_loss:
-                best_loss, worse = val_loss, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                worse += 1
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        stats.best_epoch = int(np.argmin(stats.validation_losses)) + 1
+            early.observe(val_loss, model, stats)
+    early.restore_best(model, stats)
     model.eval()
     return stats
 
@@ -318,7 +338,7 @@ def train_ranker(
     generator = torch.Generator().manual_seed(settings.seed + 1)
     neg_generator = torch.Generator(device=device).manual_seed(settings.seed + 2)
     loss_fn = nn.BCEWithLogitsLoss()
-    best_loss, best_state, worse = float("inf"), None, 0
+    early = EarlyStopping(settings.patience)
     val_batches: list[tuple[torch.Tensor, ...]] = []
     if validation is not None:
         val_query = DeviceQuery.of(validation[0], device)
@@ -336,7 +356,7 @@ def train_ranker(
         batches = _batches(len(features), settings.batch_size, generator, settings.max_examples_per_epoch, device)
         if epoch < start_epoch:
             continue
-        if worse >= settings.patience:
+        if early.stop:
             break
         began, steps = time.perf_counter(), 0
         running = torch.zeros((), device=device)
@@ -371,15 +391,8 @@ def train_ranker(
                     for user, recent, context, cnt, cand, target in val_batches
                 ) / len(val_batches)
             model.train()
-            stats.validation_losses.append(val_loss)
-            if val_loss < best_loss:
-                best_loss, worse = val_loss, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                worse += 1
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        stats.best_epoch = int(np.argmin(stats.validation_losses)) + 1
+            early.observe(val_loss, model, stats)
+    early.restore_best(model, stats)
     model.eval()
     return stats
 
