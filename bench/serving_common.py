@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.feast_config import feast_connection_string
+from streamrec.feast_config import write_minimal_repo_config
 from streamrec.features import (
     FEAST_ITEM_ENTITY_KEY,
     FEAST_ITEM_PUSH_SOURCE,
@@ -24,16 +24,6 @@ from streamrec.features import (
 )
 
 ITEM_VIEW = "bench_item_features"
-YAML = """project: {project}
-provider: local
-registry: {registry}
-online_store:
-  type: redis
-  connection_string: "{connection}"
-offline_store:
-  type: file
-entity_key_serialization_version: 3
-"""
 
 
 def machine() -> dict[str, Any]:
@@ -64,10 +54,7 @@ def feast_repo(root: Path, redis_url: str, project: str, export: Any, with_items
     from feast.types import Array, Float32, Int64, String
 
     root = root.resolve()  # the yaml's registry path must not depend on the working directory
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "feature_store.yaml").write_text(
-        YAML.format(project=project, registry=root / "registry.db", connection=feast_connection_string(redis_url))
-    )
+    write_minimal_repo_config(root, project, redis_url)
     user = Entity(name="user", join_keys=[FEAST_USER_ENTITY_KEY], value_type=ValueType.STRING)
     user_push = PushSource(
         name=FEAST_USER_PUSH_SOURCE,

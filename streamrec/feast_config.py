@@ -37,6 +37,31 @@ def feast_connection_string(redis_url: str) -> str:
     return ",".join(out)
 
 
+_MINIMAL_YAML = """project: {project}
+provider: local
+registry: {registry}
+online_store:
+  type: redis
+  connection_string: "{connection}"
+offline_store:
+  type: file
+entity_key_serialization_version: 3
+"""
+
+
+def write_minimal_repo_config(repo: Path, project: str, redis_url: str) -> Path:
+    """A ``feature_store.yaml`` for a throwaway repository (benchmarks, tests): Redis online store at
+    ``redis_url``, file offline store, registry ``<repo>/registry.db``. Returns the yaml's path."""
+    repo.mkdir(parents=True, exist_ok=True)
+    path = repo / "feature_store.yaml"
+    path.write_text(
+        _MINIMAL_YAML.format(
+            project=project, registry=repo / "registry.db", connection=feast_connection_string(redis_url)
+        )
+    )
+    return path
+
+
 def repo_config_dict(repo: Path, redis_url: str, project: str | None, registry: Path | None) -> dict[str, Any]:
     """The repository's feature_store.yaml with project, registry and the Redis connection overridden.
 

@@ -97,36 +97,17 @@ def make_config(export_dir: Path, redis_url: str, feast_repo: Path | None, proje
     )
 
 
-FEATURE_STORE_YAML = """project: {project}
-provider: local
-registry: {registry}
-online_store:
-  type: redis
-  connection_string: "{connection}"
-offline_store:
-  type: file
-entity_key_serialization_version: 3
-"""
-
-
 @pytest.fixture(scope="session")
 def feast_repo(stack: Any, serving_tmp: Path) -> Iterator[tuple[Path, str]]:
     """A Feast repository with the user stream view, applied on the test stack's Valkey; (path, project)."""
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import Array, Int64, String
 
-    from streamrec.feast_config import feast_connection_string
+    from streamrec.feast_config import write_minimal_repo_config
 
     project = f"srtest_{uuid.uuid4().hex[:8]}"
     repo = serving_tmp / "feature_repo"
-    repo.mkdir()
-    (repo / "feature_store.yaml").write_text(
-        FEATURE_STORE_YAML.format(
-            project=project,
-            registry=repo / "registry.db",
-            connection=feast_connection_string(stack.redis.effective_url),
-        )
-    )
+    write_minimal_repo_config(repo, project, stack.redis.effective_url)
     user = Entity(name="user", join_keys=[FEAST_USER_ENTITY_KEY], value_type=ValueType.STRING)
     source = PushSource(
         name=FEAST_USER_PUSH_SOURCE,
