@@ -161,17 +161,25 @@ def prune_user(state: UserState, limits: DedupeLimits) -> None:
             del seen[eid]
 
 
-def user_features(state: UserState) -> UserFeatures:
-    ref = state.last_ms // BUCKET_MS
-    windows = tuple(USER_WINDOWS.values())
-    counts = [0] * (len(windows) * N_TYPES)
-    for minute, row in state.buckets.items():
-        age = ref - minute
+def windowed_counts(
+    buckets: dict[int, list[int]], ref_minute: int, windows: tuple[int, ...], n_types: int
+) -> list[int]:
+    """Per-minute count rows summed over each trailing window (in minutes) ending at ``ref_minute``:
+    ``n_types`` counts for the first window, then for the second, ..."""
+    counts = [0] * (len(windows) * n_types)
+    for minute, row in buckets.items():
+        age = ref_minute - minute
         for w, length in enumerate(windows):
             if age < length:
-                base = w * N_TYPES
-                for t in range(N_TYPES):
+                base = w * n_types
+                for t in range(n_types):
                     counts[base + t] += row[t]
+    return counts
+
+
+def user_features(state: UserState) -> UserFeatures:
+    ref = state.last_ms // BUCKET_MS
+    counts = windowed_counts(state.buckets, ref, tuple(USER_WINDOWS.values()), N_TYPES)
     totals: dict[str, int] = {}
     for minute, cats in state.categories.items():
         if ref - minute < _CATEGORY_HORIZON:
@@ -239,16 +247,7 @@ def prune_item(state: ItemState) -> None:
 
 
 def item_features(state: ItemState) -> ItemFeatures:
-    ref = state.last_ms // BUCKET_MS
-    windows = tuple(ITEM_WINDOWS.values())
-    counts = [0] * (len(windows) * _N_ITEM)
-    for minute, row in state.buckets.items():
-        age = ref - minute
-        for w, length in enumerate(windows):
-            if age < length:
-                base = w * _N_ITEM
-                for t in range(_N_ITEM):
-                    counts[base + t] += row[t]
+    counts = windowed_counts(state.buckets, state.last_ms // BUCKET_MS, tuple(ITEM_WINDOWS.values()), _N_ITEM)
     by_window = {name: counts[w * _N_ITEM : (w + 1) * _N_ITEM] for w, name in enumerate(ITEM_WINDOWS)}
     day, hour = by_window["24h"], by_window["1h"]
     views, clicks = day[ITEM_COUNTED_TYPES.index("view")], day[ITEM_COUNTED_TYPES.index("click")]
