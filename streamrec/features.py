@@ -61,6 +61,35 @@ FEAST_ITEM_ENTITY_KEY = "item_id"
 FEAST_USER_RECENT_ITEMS_FIELD = "recent_items"
 
 
+#: Named inputs of the exported TorchScript models: each model's forward takes one ``Dict[str, Tensor]`` keyed
+#: by these names (B requests, N candidates; shapes as the trainer's model docstrings give them), so the
+#: trainer, the export and the serving stages share the names instead of a positional order.
+MODEL_USER_IDX = "user_idx"  # Long[B]
+MODEL_PROFILE_IDX = "profile_idx"  # Long[B, P]
+MODEL_RECENT_ITEMS = "recent_items"  # Long[B, R]
+MODEL_CONTEXT_IDX = "context_idx"  # Long[B, 3] (device, hour, weekday)
+MODEL_USER_DENSE = "user_dense"  # Float[B, U] raw counts
+MODEL_ITEM_IDX = "item_idx"  # Long[B, N]
+MODEL_ITEM_CATEGORY = "item_cat"  # Long[B, N]
+MODEL_ITEM_DENSE = "item_dense"  # Float[B, N, Q]
+MODEL_ITEM_TEXT = "item_text"  # Float[B, N, T]
+MODEL_ITEM_IMAGE = "item_image"  # Float[B, N, I]
+QUERY_TOWER_INPUTS: tuple[str, ...] = (MODEL_USER_IDX, MODEL_PROFILE_IDX, MODEL_RECENT_ITEMS, MODEL_CONTEXT_IDX)
+RANKER_INPUTS: tuple[str, ...] = (
+    *QUERY_TOWER_INPUTS,
+    MODEL_USER_DENSE,
+    MODEL_ITEM_IDX,
+    MODEL_ITEM_CATEGORY,
+    MODEL_ITEM_DENSE,
+    MODEL_ITEM_TEXT,
+    MODEL_ITEM_IMAGE,
+)
+#: Context vocabulary sizes (device, hour of day, weekday), in CONTEXT_FIELDS order.
+N_HOURS = 24
+N_WEEKDAYS = 7
+CONTEXT_VOCAB_SIZES: tuple[int, int, int] = (len(DEVICE_VOCAB), N_HOURS, N_WEEKDAYS)
+
+
 def minute_bucket(epoch_ms: int) -> int:
     return epoch_ms // BUCKET_MS
 

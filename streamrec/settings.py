@@ -18,6 +18,10 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamrec.errors import ConfigError
+from streamrec.features import FEAST_USER_RECENT_ITEMS_FIELD, FEAST_USER_STREAM_VIEW
+
+#: The repository's Feast feature repository (an editable install runs from the checkout).
+DEFAULT_FEATURE_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "streamrec"
 
@@ -177,6 +181,31 @@ class TritonSettings(ComponentSettings):
         return f"127.0.0.1:{self.grpc_port}"
 
 
+class FeastSettings(ComponentSettings):
+    """The Feast feature repository every component reads and writes (worker, serving, demo, trainer)."""
+
+    section: ClassVar[str] = "feast"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_FEAST_")
+
+    repo: Path = Field(DEFAULT_FEATURE_REPO, description="Feast feature repository (feature_store.yaml).")
+    project: str = Field(
+        "streamrec", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$", description="Feast project (namespaces online rows)."
+    )
+    registry: Path | None = Field(
+        None,
+        description="Feast registry file ('streamrec features apply' writes it); unset: feature_store.yaml's.",
+    )
+    user_view: str = Field(FEAST_USER_STREAM_VIEW, description="Feature view holding the user stream features.")
+    recent_items_field: str = Field(
+        FEAST_USER_RECENT_ITEMS_FIELD, description="Field of the user view with the last item ids, newest first."
+    )
+
+    def resolved(self) -> FeastSettings:
+        """The same settings with absolute paths (for processes that run in another directory)."""
+        registry = self.registry.resolve() if self.registry is not None else None
+        return self.model_copy(update={"repo": self.repo.resolve(), "registry": registry})
+
+
 class StackSettings(ComponentSettings):
     """The embedded local stack: where it keeps binaries, state and logs."""
 
@@ -242,6 +271,7 @@ CORE_SETTINGS: tuple[type[ComponentSettings], ...] = (
     RedisSettings,
     BloomSettings,
     TritonSettings,
+    FeastSettings,
     StackSettings,
     PathsSettings,
 )

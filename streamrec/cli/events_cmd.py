@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -25,15 +26,15 @@ from streamrec.schemas.events import format_timestamp
 from streamrec.settings import KafkaSettings, PathsSettings
 
 
+def _check_source(source: str) -> None:
+    # Checked before any Kafka client exists, so a bad path is one line and never a broker connection error.
+    if source != "-" and not Path(source).is_file():
+        raise ConfigError(f"no such file: {source}", source="produce FILE")
+
+
 def _lines(source: str) -> Iterator[tuple[int, str]]:
-    handle: TextIO
-    if source == "-":
-        handle = sys.stdin
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"no such file: {source}", source="produce FILE")
-        handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+    _check_source(source)
+    handle: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115 - closed below
     try:
         for number, line in enumerate(handle, start=1):
             if line.strip():
@@ -45,21 +46,25 @@ def _lines(source: str) -> Iterator[tuple[int, str]]:
 
 def _produce(args: argparse.Namespace) -> int:
     sent = skipped = 0
-    with InteractionProducer(KafkaSettings.load(), topic=args.topic) as producer:
+    _check_source(args.file)
+    # The producer starts with the first valid event: a file whose first line is bad is answered in one line,
+    # without a Kafka client (whose connection log would add lines when no broker runs).
+    producer: InteractionProducer | None = None
+    with contextlib.ExitStack() as opened:
         for number, line in _lines(args.file):
             try:
-                data = json.loads(line)
+                event = validate_interaction(json.loads(line))
             except json.JSONDecodeError as exc:
                 error = InvalidEventError("<payload>", f"not valid JSON: {exc.msg}")
+            except InvalidEventError as exc:
+                error = exc
             else:
-                try:
-                    producer.send(validate_interaction(data))
-                    sent += 1
-                    continue
-                except InvalidEventError as exc:
-                    error = exc
+                if producer is None:
+                    producer = opened.enter_context(InteractionProducer(KafkaSettings.load(), topic=args.topic))
+                producer.send(event)
+                sent += 1
+                continue
             if not args.skip_invalid:
-                producer.flush()
                 raise InvalidEventError(f"line {number}: {error.field}", f"{error.reason} ({sent} sent before it)")
             skipped += 1
             print(f"line {number}: {error} (skipped)", file=sys.stderr)
