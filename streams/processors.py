@@ -16,7 +16,6 @@ effects for one batch of interactions, and why:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 from streamrec.client.dlq import dead_letter_bytes
 from streamrec.errors import InvalidEventError
 from streamrec.features import FEAST_ITEM_PUSH_SOURCE, FEAST_USER_PUSH_SOURCE
+from streamrec.retry import Backoff, retry_async
 from streamrec.schemas.codec import check_key_matches, decode_interaction
 from streamrec.schemas.events import EventContext
 from streams.batch import (
@@ -94,15 +94,12 @@ class RefresherPort(Protocol):
 
 async def retrying(op: Callable[[], Awaitable[T]], store: str, metrics: WorkerMetrics, max_backoff_s: float) -> T:
     """Run ``op`` until it succeeds: an unreachable store stalls the stream instead of losing effects."""
-    backoff = 0.05
-    while True:
-        try:
-            return await op()
-        except Exception as exc:  # redis / network errors of any kind
-            metrics.store_errors.labels(store).inc()
-            log.warning("%s call failed (%s); retrying in %.2fs", store, exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff_s)
+
+    def on_retry(exc: BaseException, wait_s: float) -> None:  # redis / network errors of any kind
+        metrics.store_errors.labels(store).inc()
+        log.warning("%s call failed (%s); retrying in %.2fs", store, exc, wait_s)
+
+    return await retry_async(op, Backoff(max_s=max_backoff_s), on_retry=on_retry)
 
 
 class InteractionsProcessor:

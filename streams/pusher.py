@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+from streamrec.retry import Backoff, retry_async
 from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -135,20 +137,22 @@ class MicroBatchPusher:
             rows = list(by_entity.values())
             for start in range(0, len(rows), self.flush_rows):
                 chunk = rows[start : start + self.flush_rows]
-                backoff = 0.05
-                while True:
-                    began = time.perf_counter()
-                    try:
-                        await loop.run_in_executor(self._executor, self._push, source, chunk)
-                    except Exception as exc:  # any Feast/Redis failure: retry, offsets stay uncommitted
-                        self.metrics.store_errors.labels("feast").inc()
-                        log.warning("Feast push to %s failed (%s); retrying in %.2fs", source, exc, backoff)
-                        await asyncio.sleep(backoff)
-                        backoff = min(backoff * 2, self.max_backoff_s)
-                        continue
-                    self.metrics.feast_seconds.labels(source).observe(time.perf_counter() - began)
-                    self.metrics.feast_rows.labels(source).inc(len(chunk))
-                    break
+                await retry_async(
+                    partial(self._push_once, loop, source, chunk),
+                    Backoff(max_s=self.max_backoff_s),
+                    on_retry=partial(self._on_push_failed, source),
+                )
+
+    async def _push_once(self, loop: asyncio.AbstractEventLoop, source: str, chunk: list[dict[str, Any]]) -> None:
+        began = time.perf_counter()
+        await loop.run_in_executor(self._executor, self._push, source, chunk)
+        self.metrics.feast_seconds.labels(source).observe(time.perf_counter() - began)
+        self.metrics.feast_rows.labels(source).inc(len(chunk))
+
+    def _on_push_failed(self, source: str, exc: BaseException, wait_s: float) -> None:
+        # Any Feast/Redis failure: retried, the batch's offsets stay uncommitted meanwhile.
+        self.metrics.store_errors.labels("feast").inc()
+        log.warning("Feast push to %s failed (%s); retrying in %.2fs", source, exc, wait_s)
 
     async def flush(self) -> None:
         """Push everything waiting now (used at shutdown and by tests)."""

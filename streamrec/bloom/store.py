@@ -57,13 +57,6 @@ def async_client(settings: RedisSettings) -> aioredis.Redis:
     )
 
 
-def _group(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
-    for user_id, item_id in pairs:
-        grouped.setdefault(user_id, []).append(item_id)
-    return grouped
-
-
 class SeenItemStore:
     """Synchronous store used by serving: one round trip per call."""
 
@@ -90,9 +83,6 @@ class SeenItemStore:
             pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"Bloom write failed: {exc}") from None
-
-    def add_pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
-        self.add(_group(pairs))
 
     def contains(self, user_id: str, items: Sequence[str]) -> list[bool]:
         if not items:

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from streamrec.errors import DeliveryError
-from streamrec.schemas.codec import validate_interaction
+from streamrec.retry import Backoff, retry_sync
 from streamrec.schemas.events import InteractionEvent
 from streamrec.settings import KafkaSettings
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+#: A full local queue is retried every 50 ms (serving delivery reports meanwhile) until there is room.
+QUEUE_FULL_BACKOFF = Backoff(initial_s=0.05, max_s=0.05)
+
+
+def _queue_full(exc: BaseException) -> bool:
+    return isinstance(exc, BufferError)
 
 
 def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
@@ -85,27 +92,22 @@ class InteractionProducer:
     def send(self, event: InteractionEvent, timestamp_ms: int | None = None) -> None:
         self.send_raw(event.user_id.encode(), event.to_json_bytes(), timestamp_ms or event.epoch_ms)
 
-    def send_dict(self, data: Mapping[str, Any]) -> InteractionEvent:
-        """Validate a JSON-like mapping, then send it. Raises InvalidEventError naming the field."""
-        event = validate_interaction(dict(data))
-        self.send(event)
-        return event
-
     def send_raw(self, key: bytes | None, value: bytes, timestamp_ms: int | None = None) -> None:
         """Send pre-encoded bytes (no validation: use for tests of the DLQ path or pre-validated data)."""
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic,
-                    value=value,
-                    key=key,
-                    on_delivery=self._on_delivery,
-                    timestamp=timestamp_ms or 0,
-                )
-                break
-            except BufferError:
-                # Local queue full: serve delivery reports to make room, then retry.
-                self._producer.poll(0.05)
+        retry_sync(
+            partial(
+                self._producer.produce,
+                self.topic,
+                value=value,
+                key=key,
+                on_delivery=self._on_delivery,
+                timestamp=timestamp_ms or 0,
+            ),
+            QUEUE_FULL_BACKOFF,
+            retry_if=_queue_full,
+            # Local queue full: serve delivery reports while waiting, to make room.
+            sleep=self._producer.poll,
+        )
         self._producer.poll(0)
 
     def send_many(self, events: Iterable[InteractionEvent]) -> int:
@@ -141,7 +143,3 @@ class InteractionProducer:
             self.close()
         else:
             self._producer.flush(5.0)
-
-
-def encode_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
