@@ -1,7 +1,13 @@
-"""Request and response bodies of the HTTP API (the OpenAPI schema is generated from these)."""
+"""Request and response bodies of the HTTP API (the OpenAPI schema is generated from these).
+
+The models describe the shape of a request; the limits an operator sets (default and largest ``k``, most
+explicit exclude ids) come from settings and are applied by :func:`apply_limits`, so one request model serves
+every deployment.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
@@ -11,6 +17,26 @@ from streamrec.schemas.events import ID_PATTERN, Device, Timestamp
 
 EntityId = Annotated[str, StringConstraints(strict=True, pattern=ID_PATTERN)]
 CategoryName = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+
+#: Upper bounds of the settings themselves (ServingSettings.max_k <= 1000): a request above them is refused
+#: by the model, before the deployment's own limits are looked at.
+K_BOUND = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The deployment's request limits (``STREAMREC_SERVING_DEFAULT_K``, ``..._MAX_K``,
+    ``STREAMREC_API_MAX_EXCLUDE_IDS``)."""
+
+    default_k: int
+    max_k: int
+    max_exclude_ids: int
+
+
+class LimitError(ValueError):
+    def __init__(self, field: str, reason: str) -> None:
+        self.field, self.reason = field, reason
+        super().__init__(f"{field}: {reason}")
 
 
 class _Strict(BaseModel):
@@ -24,14 +50,21 @@ class Filters(_Strict):
     exclude_categories: list[CategoryName] = Field(
         default_factory=list, max_length=100, description="No items of these categories."
     )
-    exclude_ids: list[EntityId] = Field(default_factory=list, max_length=500, description="Never these items.")
+    exclude_ids: list[EntityId] = Field(
+        default_factory=list, description="Never these items (at most STREAMREC_API_MAX_EXCLUDE_IDS)."
+    )
 
 
 class RecommendationRequest(_Strict):
     """Body of ``POST /v1/recommendations``; ``GET`` takes the same fields as query parameters."""
 
     user_id: EntityId | None = Field(None, description="Who the recommendations are for; omit for anonymous.")
-    k: StrictInt = Field(10, ge=1, le=100, description="How many items (1-100).")
+    k: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=K_BOUND,
+        description="How many items; default STREAMREC_SERVING_DEFAULT_K, at most STREAMREC_SERVING_MAX_K.",
+    )
     device: Device = Field(Device.UNKNOWN, description="Device class of the client.")
     timestamp: Timestamp | None = Field(None, description="Request time (RFC 3339 or epoch ms); default now.")
     filters: Filters = Field(default_factory=Filters)
@@ -40,6 +73,15 @@ class RecommendationRequest(_Strict):
     temperature: float | None = Field(None, ge=0, le=10, description="Softmax sampling temperature (0 = top-K).")
     seed: StrictInt | None = Field(None, ge=0, le=2**31 - 1, description="Sampling seed.")
     timings: StrictBool = Field(False, description="Include per-stage timings (ms).")
+
+
+def apply_limits(req: RecommendationRequest, limits: Limits) -> int:
+    """The request's ``k`` (the default when it has none); :class:`LimitError` naming the field over a limit."""
+    if req.k is not None and req.k > limits.max_k:
+        raise LimitError("k", f"must be at most {limits.max_k}")
+    if len(req.filters.exclude_ids) > limits.max_exclude_ids:
+        raise LimitError("filters.exclude_ids", f"{len(req.filters.exclude_ids)} ids; at most {limits.max_exclude_ids}")
+    return req.k if req.k is not None else limits.default_k
 
 
 class RecommendedItemOut(BaseModel):

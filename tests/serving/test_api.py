@@ -21,7 +21,7 @@ from streamrec.pipeline_client import (
     RecommendResult,
 )
 from streamrec.schemas.events import InteractionEvent
-from streamrec.settings import TritonSettings
+from streamrec.settings import FeastSettings, TritonSettings
 
 KEY = "test-key-123"
 AUTH = {"X-API-Key": KEY}
@@ -161,6 +161,32 @@ def test_bad_post_requests_name_the_field(
     assert response.status_code == status, response.text
     assert response.json()["field"] == field, response.json()
     assert fake.requests == []
+
+
+def test_limits_come_from_the_settings(fake: FakePipeline) -> None:
+    serving = ServingSettings(default_k=4, max_k=20)
+    app = create_app(ApiSettings(api_keys=[SecretStr(KEY)], max_exclude_ids=2), serving, fake.services)
+    with TestClient(app) as api:
+        assert len(api.get("/v1/recommendations", headers=AUTH).json()["items"]) == 4
+        assert fake.requests[-1].k == 4
+        assert api.post("/v1/recommendations", json={"k": 20}, headers=AUTH).status_code == 200
+        over = api.post("/v1/recommendations", json={"k": 21}, headers=AUTH)
+        assert over.status_code == 422 and over.json()["field"] == "k" and "20" in over.json()["reason"]
+        ids = api.get("/v1/recommendations", params={"exclude_ids": "a,b,c"}, headers=AUTH)
+        assert ids.status_code == 422 and ids.json()["field"] == "filters.exclude_ids"
+        assert api.get("/v1/recommendations", params={"exclude_ids": "a,b"}, headers=AUTH).status_code == 200
+    assert len(fake.requests) == 3
+
+
+def test_feast_settings_come_from_the_core_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.api.app import feast_settings
+
+    monkeypatch.setenv("STREAMREC_FEAST_PROJECT", "from_env")
+    monkeypatch.setenv("STREAMREC_FEAST_REPO", str(tmp_path))
+    read = feast_settings(ServingSettings())
+    assert read.project == "from_env" and read.repo == tmp_path
+    given = FeastSettings(project="given")
+    assert feast_settings(ServingSettings(), given) == given
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,66 @@
+"""``POST /v1/events``: interaction events (one object or a list) validated and produced to Kafka."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+
+from serving.api.dependencies import ApiContext, get_context, get_services, require_key
+from serving.api.errors import ERRORS, ApiError
+from serving.api.models import EventsAccepted
+from serving.api.services import Services
+from streamrec.errors import InvalidEventError
+from streamrec.schemas.codec import PAYLOAD, first_error, validate_interaction
+from streamrec.schemas.events import InteractionEvent
+
+MAX_EVENTS_PER_CALL = 500
+ENDPOINT = "/v1/events"
+
+router = APIRouter(tags=["events"], dependencies=[Depends(require_key)], responses=ERRORS)
+
+
+@router.post(
+    ENDPOINT,
+    status_code=202,
+    response_model=EventsAccepted,
+    summary=f"Ingest interaction events (one object or an array of up to {MAX_EVENTS_PER_CALL}) into Kafka",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": InteractionEvent.model_json_schema(mode="validation")}},
+        }
+    },
+)
+async def post_events(
+    request: Request, context: ApiContext = Depends(get_context), services: Services = Depends(get_services)
+) -> EventsAccepted:
+    limit = context.settings.max_body_bytes
+    raw = await request.body()  # chunked bodies carry no Content-Length for the middleware to check
+    if len(raw) > limit:
+        raise ApiError(413, "<body>", f"body is {len(raw)} bytes; the limit is {limit}")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, PAYLOAD, f"not valid JSON: {exc}") from None
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise ApiError(422, PAYLOAD, "empty list of events")
+    if len(items) > MAX_EVENTS_PER_CALL:
+        raise ApiError(422, PAYLOAD, f"{len(items)} events; at most {MAX_EVENTS_PER_CALL} per call")
+    events = []
+    for i, item in enumerate(items):
+        try:
+            events.append(validate_interaction(item))
+        except InvalidEventError as exc:
+            where = f"[{i}].{exc.field}" if isinstance(data, list) else exc.field
+            raise ApiError(422, where, exc.reason) from None
+        except ValidationError as exc:  # pragma: no cover - validate_interaction converts these
+            err = first_error(exc)
+            raise ApiError(422, err.field, err.reason) from None
+    for event in events:
+        services.send_event(event)
+    context.metrics.events.inc(len(events))
+    context.metrics.count(ENDPOINT, 202)
+    return EventsAccepted(accepted=len(events), event_ids=[e.event_id for e in events])

@@ -1,0 +1,105 @@
+"""What the API talks to (Triton, Kafka, Redis, Feast) behind one small record, and the API's metrics.
+
+Tests pass fakes for :class:`Services`; :func:`default_services` builds the real clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from streamrec.pipeline_client import RecommendResult
+from streamrec.schemas.events import InteractionEvent
+
+if TYPE_CHECKING:
+    from streamrec.pipeline_client import RecommendRequest
+    from streamrec.settings import FeastSettings
+
+Check = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Services:
+    """``recommend`` and ``checks`` are async; ``send_event`` queues one event for Kafka."""
+
+    recommend: Callable[[RecommendRequest], Awaitable[RecommendResult]]
+    send_event: Callable[[InteractionEvent], None]
+    checks: dict[str, Check] = field(default_factory=dict)
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "streamrec_api_requests", "HTTP requests by endpoint and status.", ["endpoint", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "streamrec_api_request_seconds", "Request latency by endpoint.", ["endpoint"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )  # fmt: skip
+        self.flags = Counter(
+            "streamrec_api_recommendation_flags", "Recommendation answers by flag.", ["flag"], registry=self.registry
+        )
+        self.events = Counter("streamrec_api_events", "Interaction events accepted.", registry=self.registry)
+
+    def count(self, endpoint: str, status: int) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+
+
+def default_services(feast_settings: FeastSettings) -> Services:
+    """The real clients: Triton over gRPC (aio), Kafka producer, Redis and Feast readiness."""
+    import anyio
+    import redis.asyncio as aioredis
+
+    from serving.pipeline.stores import FeastUserFeatures
+    from streamrec.client.producer import InteractionProducer
+    from streamrec.features import USER_COUNT_FEATURES
+    from streamrec.pipeline_client import AsyncPipelineClient
+    from streamrec.settings import KafkaSettings, RedisSettings
+
+    client = AsyncPipelineClient()
+    redis_settings = RedisSettings.load()
+    redis_client = aioredis.Redis.from_url(redis_settings.effective_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    feast = FeastUserFeatures(
+        feast_settings.repo,
+        feast_settings.user_view,
+        feast_settings.recent_items_field,
+        USER_COUNT_FEATURES,
+        redis_url=redis_settings.effective_url,
+        project=feast_settings.project,
+        registry=feast_settings.registry,
+    )
+    producer: list[InteractionProducer] = []
+
+    def send_event(event: InteractionEvent) -> None:
+        if not producer:
+            producer.append(InteractionProducer(KafkaSettings.load()))
+        producer[0].send(event)
+
+    async def triton() -> None:
+        if not await client.ready():
+            raise RuntimeError(f"ensemble {client.model} not ready at {client.settings.effective_grpc_url}")
+
+    async def redis() -> None:
+        await redis_client.execute_command("PING")
+
+    async def feast_check() -> None:
+        await anyio.to_thread.run_sync(feast.ping)
+
+    async def close() -> None:
+        await client.close()
+        await redis_client.aclose()
+        if producer:
+            await anyio.to_thread.run_sync(producer[0].close)
+
+    return Services(
+        recommend=client.recommend,
+        send_event=send_event,
+        checks={"triton": triton, "redis": redis, "feast": feast_check},
+        close=close,
+    )
