@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class StreamrecError(Exception):
     """Base of every error streamrec raises on purpose (bad input, bad config, unavailable service)."""
@@ -17,12 +19,32 @@ class ConfigError(StreamrecError):
         super().__init__(f"{source}: {message}" if source else message)
 
 
-class InvalidEventError(StreamrecError):
-    """An event or message failed validation. ``field`` is a dotted path, or ``<payload>``."""
+class RejectReason(StrEnum):
+    """Why a message was rejected, as a closed set: safe as a metric label, unlike the field or the reason
+    text, which carry what the sender wrote (an unknown field's name, a value)."""
 
-    def __init__(self, field: str, reason: str) -> None:
+    TOO_LARGE = "too_large"
+    EMPTY = "empty"
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_FIELD = "unknown_field"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    INVALID_VALUE = "invalid_value"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    KEY_MISSING = "key_missing"
+    KEY_MISMATCH = "key_mismatch"
+
+
+class InvalidEventError(StreamrecError):
+    """An event or message failed validation. ``field`` is a dotted path, ``<payload>`` or ``<key>``;
+    ``code`` is the bounded category of the reason (metric labels use it, never ``field`` or ``reason``)."""
+
+    def __init__(self, field: str, reason: str, code: RejectReason = RejectReason.INVALID_VALUE) -> None:
         self.field = field
         self.reason = reason
+        self.code = code
         super().__init__(f"{field}: {reason}")
 
 

@@ -1,12 +1,14 @@
 """The event contract (schema version 1), shared by every component.
 
 Interaction events go to the ``interactions`` topic keyed by ``user_id``; recommendation messages go to
-``recommendations`` keyed by ``user_id``; rejects go to the dead-letter topic as :class:`DeadLetter`.
+``recommendations`` keyed by ``user_id``; rejects go to the dead-letter topic
+(:mod:`streamrec.schemas.dead_letter`).
 JSON on the wire. See ``docs/events.md``.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -18,6 +20,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictFloat,
+    StrictInt,
     StringConstraints,
     WithJsonSchema,
 )
@@ -110,13 +114,39 @@ Timestamp = Annotated[
 ]
 
 
+# The canonical 8-4-4-4-12 form only: uuid.UUID() alone also takes braces, "urn:uuid:" and non-ASCII digits.
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
 def _parse_uuid(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a UUID string, got {type(value).__name__}")
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise ValueError(f"not a UUID: {value[:40]!r}") from None
+    if not _UUID_RE.fullmatch(value):
+        raise ValueError(f"not a UUID (8-4-4-4-12 hex digits): {value[:40]!r}")
+    canonical = str(uuid.UUID(value))
+    if canonical == NIL_UUID:
+        # A default-initialised id, not a generated one: every such event would be a "duplicate" of the first.
+        raise ValueError("the nil UUID is not a valid id; generate one (e.g. UUID version 4)")
+    return canonical
+
+
+def exact_int(value: Any) -> Any:
+    """JSON true/false and 1.0 are not integers here (pydantic's lax mode would take them as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {str: "a string", float: "a number with a fraction", list: "an array", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+#: ``schema_version``: an exact integer, then one of the supported versions.
+SchemaVersion = Annotated[Literal[1], BeforeValidator(exact_int)]
 
 
 UuidStr = Annotated[
@@ -124,11 +154,11 @@ UuidStr = Annotated[
 ]
 
 
-class _Strict(BaseModel):
+class ContractModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
-class EventContext(_Strict):
+class EventContext(ContractModel):
     """Where the interaction happened."""
 
     device: Device = Field(description="Device class of the client.")
@@ -140,7 +170,7 @@ class EventContext(_Strict):
     )
 
 
-class InteractionEvent(_Strict):
+class InteractionEvent(ContractModel):
     """One user-item interaction. Kafka key: ``user_id``."""
 
     event_id: UuidStr = Field(description="Unique id (UUID); duplicates are dropped by consumers.")
@@ -149,7 +179,7 @@ class InteractionEvent(_Strict):
     event_type: EventType = Field(description="What the user did.")
     timestamp: Timestamp = Field(description="When it happened: RFC 3339 with offset, or epoch ms. Stored UTC.")
     context: EventContext = Field(description="Device and session.")
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version of this message.")
+    schema_version: SchemaVersion = Field(SCHEMA_VERSION, description="Contract version of this message.")
 
     @property
     def epoch_ms(self) -> int:
@@ -184,13 +214,13 @@ class InteractionEvent(_Strict):
         )
 
 
-class RecommendedItem(_Strict):
+class RecommendedItem(ContractModel):
     item_id: EntityId = Field(description="Recommended item.")
-    score: float = Field(description="Final score after ranking and reranking (higher is better).")
-    rank: int = Field(ge=1, description="1-based position.")
+    score: StrictFloat = Field(description="Final score after ranking and reranking (higher is better).")
+    rank: StrictInt = Field(ge=1, description="1-based position.")
 
 
-class RecommendationMessage(_Strict):
+class RecommendationMessage(ContractModel):
     """Personalised recommendations pushed to the ``recommendations`` topic. Kafka key: ``user_id``."""
 
     user_id: EntityId = Field(description="Who the recommendations are for.")
@@ -203,19 +233,4 @@ class RecommendationMessage(_Strict):
         default_factory=list,
         description="Degradations, e.g. popularity_fallback, bloom_unavailable, features_unavailable.",
     )
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version of this message.")
-
-
-class DeadLetter(_Strict):
-    """A rejected message with everything needed to inspect or replay it."""
-
-    reason: str = Field(description="Why it was rejected, naming the field.")
-    field: str = Field(description="Dotted path of the offending field, or <payload>.")
-    original_value_b64: str = Field(description="The original message value, base64.")
-    original_key_b64: str | None = Field(None, description="The original message key, base64.")
-    source_topic: str = Field(description="Topic the message was read from.")
-    source_partition: int = Field(ge=0, description="Partition it was read from.")
-    source_offset: int = Field(ge=0, description="Offset it was read from.")
-    rejected_at: Timestamp = Field(description="When it was rejected (UTC).")
-    rejected_by: str = Field(description="Component that rejected it.")
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version of this message.")
+    schema_version: SchemaVersion = Field(SCHEMA_VERSION, description="Contract version of this message.")

@@ -9,25 +9,40 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from streamrec.schemas.events import SCHEMA_VERSION, DeadLetter, InteractionEvent, RecommendationMessage
+from streamrec.schemas.dead_letter import DEAD_LETTER_VERSION, DeadLetter, DeadLetterV1
+from streamrec.schemas.events import SCHEMA_VERSION, InteractionEvent, RecommendationMessage
 
 SCHEMA_DIR = Path(__file__).parent / "jsonschema"
+#: Published schema files, "<message>.v<version>": the current version of each message, plus older
+#: versions readers still accept.
 MODELS: dict[str, type[BaseModel]] = {
-    "interaction_event": InteractionEvent,
-    "recommendation": RecommendationMessage,
-    "dead_letter": DeadLetter,
+    f"interaction_event.v{SCHEMA_VERSION}": InteractionEvent,
+    f"recommendation.v{SCHEMA_VERSION}": RecommendationMessage,
+    "dead_letter.v1": DeadLetterV1,
+    f"dead_letter.v{DEAD_LETTER_VERSION}": DeadLetter,
+}
+CURRENT: dict[str, str] = {
+    "interaction_event": f"interaction_event.v{SCHEMA_VERSION}",
+    "recommendation": f"recommendation.v{SCHEMA_VERSION}",
+    "dead_letter": f"dead_letter.v{DEAD_LETTER_VERSION}",
 }
 
 
+def _versioned(name: str) -> str:
+    return CURRENT.get(name, name)
+
+
 def json_schema(name: str) -> dict[str, Any]:
-    schema = MODELS[name].model_json_schema(mode="validation")
+    """``name``: a file stem such as ``dead_letter.v1``, or a message name for its current version."""
+    stem = _versioned(name)
+    schema = MODELS[stem].model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = f"https://streamrec.dev/schemas/{name}.v{SCHEMA_VERSION}.json"
+    schema["$id"] = f"https://streamrec.dev/schemas/{stem}.json"
     return schema
 
 
 def schema_path(name: str, directory: Path = SCHEMA_DIR) -> Path:
-    return directory / f"{name}.v{SCHEMA_VERSION}.json"
+    return directory / f"{_versioned(name)}.json"
 
 
 def render(name: str) -> str:

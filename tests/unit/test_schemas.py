@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import jsonschema
 import pytest
 
-from streamrec.errors import InvalidEventError
+from streamrec.errors import InvalidEventError, RejectReason
 from streamrec.schemas import (
+    DEFAULT_MAX_FUTURE_SKEW,
     Device,
     EventType,
     InteractionEvent,
     RecommendationMessage,
+    check_key_matches,
     decode_interaction,
+    decode_message,
     decode_recommendation,
+    validate_interaction,
 )
-from streamrec.schemas.codec import check_key_matches, dead_letter
 from streamrec.schemas.export import MODELS, render, schema_path
 
 VALID = {
@@ -110,6 +114,16 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("timestamp bool", encode(with_("timestamp", True)), "timestamp", "boolean"),
     ("timestamp float", encode(with_("timestamp", 1.5e12)), "timestamp", "float"),
     ("unsupported version", encode(with_("schema_version", 2)), "schema_version", "unsupported"),
+    ("version true", encode(with_("schema_version", True)), "schema_version", "got a boolean"),
+    ("version false", encode(with_("schema_version", False)), "schema_version", "got a boolean"),
+    ("version float", encode(with_("schema_version", 1.0)), "schema_version", "expected an integer"),
+    ("version string", encode(with_("schema_version", "1")), "schema_version", "expected an integer"),
+    ("nil uuid", encode(with_("event_id", "00000000-0000-0000-0000-000000000000")), "event_id", "nil UUID"),
+    ("uuid in braces", encode(with_("event_id", "{" + VALID["event_id"] + "}")), "event_id", "8-4-4-4-12"),
+    ("uuid as urn", encode(with_("event_id", "urn:uuid:" + VALID["event_id"])), "event_id", "8-4-4-4-12"),
+    ("uuid without dashes", encode(with_("event_id", VALID["event_id"].replace("-", ""))), "event_id", "8-4-4-4-12"),
+    ("uuid non-ascii digits", encode(with_("event_id", "\u0661" * 8 + VALID["event_id"][8:])), "event_id", "8-4"),
+    ("timestamp 2099", encode(with_("timestamp", "2099-01-01T00:00:00Z")), "timestamp", "300 s in the future"),
     ("unknown field", encode({**VALID, "rating": 5}), "rating", "unknown field"),
     ("context not object", encode(with_("context", "mobile")), "context", "JSON object"),
 ]
@@ -121,6 +135,115 @@ def test_malformed_events_name_field_and_reason(case: str, raw: bytes, field: st
         decode_interaction(raw)
     assert info.value.field == field, case
     assert reason.lower() in info.value.reason.lower(), info.value.reason
+    assert isinstance(info.value.code, RejectReason)
+
+
+@pytest.mark.parametrize(("case", "raw", "field", "reason"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_the_api_path_refuses_the_same_events_for_the_same_reason(
+    case: str, raw: bytes, field: str, reason: str
+) -> None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        pytest.skip("not JSON: the HTTP layer refuses it before validation")
+    if len(raw) > 16_384:
+        pytest.skip("the HTTP layer has its own body limit")
+    with pytest.raises(InvalidEventError) as info:
+        validate_interaction(data)
+    assert (info.value.field, info.value.reason) == _decode_error(raw), case
+
+
+def _decode_error(raw: bytes) -> tuple[str, str]:
+    with pytest.raises(InvalidEventError) as info:
+        decode_interaction(raw)
+    return info.value.field, info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"{oops", RejectReason.NOT_JSON),
+        (b"[1]", RejectReason.NOT_OBJECT),
+        (b"", RejectReason.EMPTY),
+        (b"\xff", RejectReason.NOT_UTF8),
+        (b"x" * 20_000, RejectReason.TOO_LARGE),
+        (encode(without("user_id")), RejectReason.MISSING_FIELD),
+        (encode(with_("schema_version", 7)), RejectReason.UNSUPPORTED_VERSION),
+        (encode(with_("event_type", "watch")), RejectReason.INVALID_VALUE),
+        (encode(with_("timestamp", "2099-01-01T00:00:00Z")), RejectReason.FUTURE_TIMESTAMP),
+    ],
+)
+def test_each_rejection_has_a_reason_code_from_a_closed_set(raw: bytes, code: RejectReason) -> None:
+    with pytest.raises(InvalidEventError) as info:
+        decode_interaction(raw)
+    assert info.value.code is code
+
+
+def test_an_unknown_field_name_chosen_by_the_sender_never_becomes_the_code() -> None:
+    names = ["rating", "x" * 100, "label\nwith newline"]
+    codes = set()
+    for name in names:
+        with pytest.raises(InvalidEventError) as info:
+            decode_interaction(encode({**VALID, name: 1}))
+        assert info.value.field == name  # the precise message still names it
+        codes.add(info.value.code)
+    assert codes == {RejectReason.UNKNOWN_FIELD}
+
+
+def test_5000_nested_brackets_are_refused_as_invalid_json_not_a_crash() -> None:
+    with pytest.raises(InvalidEventError) as info:
+        decode_interaction(b"[" * 5000)
+    assert info.value.field == "<payload>" and "not valid JSON" in info.value.reason
+
+
+# ---------------------------------------------------------------------------------------------------- clock skew
+
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def at(when: datetime) -> bytes:
+    return encode(with_("timestamp", when.isoformat()))
+
+
+def test_the_default_skew_policy_is_five_minutes() -> None:
+    assert timedelta(minutes=5) == DEFAULT_MAX_FUTURE_SKEW
+
+
+def test_an_event_up_to_the_skew_ahead_is_accepted_beyond_it_refused_naming_the_timestamp() -> None:
+    assert decode_interaction(at(NOW + timedelta(seconds=300)), now=NOW).timestamp == NOW + timedelta(seconds=300)
+    with pytest.raises(InvalidEventError) as info:
+        decode_interaction(at(NOW + timedelta(seconds=300, milliseconds=1)), now=NOW)
+    assert str(info.value) == "timestamp: more than 300 s in the future"
+    assert info.value.code is RejectReason.FUTURE_TIMESTAMP
+
+
+def test_late_events_are_always_accepted() -> None:
+    assert decode_interaction(at(NOW - timedelta(days=365)), now=NOW).timestamp == NOW - timedelta(days=365)
+
+
+def test_the_skew_is_a_parameter_in_seconds_or_timedelta_and_none_disables_it() -> None:
+    ahead = at(NOW + timedelta(seconds=90))
+    for skew in (60, 60.0, timedelta(seconds=60)):
+        with pytest.raises(InvalidEventError, match="more than 60 s in the future"):
+            decode_interaction(ahead, now=NOW, max_future_skew=skew)
+    assert decode_interaction(ahead, now=NOW, max_future_skew=120).timestamp == NOW + timedelta(seconds=90)
+    far = at(datetime(2099, 1, 1, tzinfo=UTC))
+    assert decode_interaction(far, now=NOW, max_future_skew=None).timestamp.year == 2099
+
+
+def test_without_now_the_validating_machines_clock_is_the_reference() -> None:
+    soon = datetime.now(UTC) + timedelta(seconds=30)
+    assert decode_interaction(at(soon)).timestamp == soon
+    with pytest.raises(InvalidEventError, match="in the future"):
+        decode_interaction(at(datetime.now(UTC) + timedelta(minutes=6)))
+
+
+def test_the_api_validation_applies_the_same_skew_policy() -> None:
+    with pytest.raises(InvalidEventError) as info:
+        validate_interaction(with_("timestamp", "2099-01-01T00:00:00Z"))
+    assert str(info.value) == "timestamp: more than 300 s in the future"
+    ahead = with_("timestamp", (NOW + timedelta(minutes=10)).isoformat())
+    assert validate_interaction(ahead, now=NOW, max_future_skew=timedelta(minutes=15)).timestamp > NOW
 
 
 def test_there_are_at_least_twenty_malformed_cases() -> None:
@@ -130,22 +253,38 @@ def test_there_are_at_least_twenty_malformed_cases() -> None:
 def test_kafka_key_must_equal_user_id() -> None:
     event = decode_interaction(encode(VALID))
     check_key_matches(event, b"user-42")
-    check_key_matches(event, None)
-    with pytest.raises(InvalidEventError, match="does not match user_id"):
+    with pytest.raises(InvalidEventError, match="does not match user_id") as info:
         check_key_matches(event, b"someone-else")
+    assert (info.value.field, info.value.code) == ("<key>", RejectReason.KEY_MISMATCH)
 
 
-def test_dead_letter_keeps_original_bytes_reason_and_position() -> None:
-    raw = b"\xff broken"
-    try:
-        decode_interaction(raw)
-    except InvalidEventError as exc:
-        letter = dead_letter(exc, raw, b"k", "interactions", 3, 17, "test")
-    import base64
+@pytest.mark.parametrize("key", [None, b""])
+def test_a_missing_or_empty_kafka_key_is_refused(key: bytes | None) -> None:
+    event = decode_interaction(encode(VALID))
+    with pytest.raises(InvalidEventError) as info:
+        check_key_matches(event, key)
+    assert str(info.value) == "<key>: Kafka key is missing; it must be the user_id 'user-42'"
+    assert info.value.code is RejectReason.KEY_MISSING
 
-    assert base64.b64decode(letter.original_value_b64) == raw
-    assert letter.field == "<payload>" and "UTF-8" in letter.reason
-    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("interactions", 3, 17)
+
+def test_decode_message_checks_the_value_then_the_key() -> None:
+    assert decode_message(encode(VALID), b"user-42").user_id == "user-42"
+    with pytest.raises(InvalidEventError) as info:
+        decode_message(encode(with_("event_type", "watch")), None)
+    assert info.value.field == "event_type"  # the value's problem is reported first
+    with pytest.raises(InvalidEventError) as info:
+        decode_message(encode(VALID), None)
+    assert info.value.field == "<key>"
+    with pytest.raises(InvalidEventError, match="in the future"):
+        decode_message(encode(with_("timestamp", "2099-01-01T00:00:00Z")), b"user-42")
+
+
+def test_ints_elsewhere_in_the_contract_refuse_booleans_too() -> None:
+    base = {"user_id": "u1", "model_version": "v1", "generated_at": 1_764_324_930_000}
+    for item in ({"item_id": "i", "score": 1.0, "rank": True}, {"item_id": "i", "score": True, "rank": 1}):
+        with pytest.raises(InvalidEventError) as info:
+            decode_recommendation(encode({**base, "items": [item]}))
+        assert info.value.field.startswith("items.0")
 
 
 def test_recommendation_message_round_trip() -> None:
@@ -167,6 +306,11 @@ def test_recommendation_message_round_trip() -> None:
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_committed_json_schemas_are_current(name: str) -> None:
     assert schema_path(name).read_text() == render(name), "run: python -m streamrec.schemas.export"
+
+
+def test_every_published_schema_file_is_rendered_from_a_model() -> None:
+    published = {path.name.removesuffix(".json") for path in schema_path("interaction_event").parent.glob("*.json")}
+    assert published == set(MODELS)
 
 
 def test_json_schema_agrees_with_the_models() -> None:
