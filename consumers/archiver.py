@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from consumers.metrics import ArchiverMetrics
 from streamrec.archive import INTERACTIONS_DIR, events_to_frame, write_interactions
 from streamrec.client.validating import ConsumedEvent, InteractionConsumer
+from streamrec.logging import librdkafka_logger
 from streamrec.schemas.events import InteractionEvent
 from streamrec.settings import KafkaSettings
 
@@ -102,8 +104,10 @@ class Archiver:
         poll_max_messages: int = 5000,
         poll_timeout_s: float = 0.5,
         session_timeout_s: float = 10.0,
+        metrics: ArchiverMetrics | None = None,
     ) -> None:
         self.root = root
+        self.metrics = metrics or ArchiverMetrics()
         self.group = group
         self.policy = policy
         self.poll_max_messages = poll_max_messages
@@ -116,6 +120,8 @@ class Archiver:
             **{
                 "session.timeout.ms": int(session_timeout_s * 1000),
                 "heartbeat.interval.ms": int(min(3.0, session_timeout_s / 3) * 1000),
+                # librdkafka's own lines (broker down, rebalances) through Python logging, emitted on poll.
+                "logger": librdkafka_logger("archiver"),
             },
         )
         self.buffer = Buffer()
@@ -126,9 +132,16 @@ class Archiver:
         if not self.buffer.events:
             self.consumer.commit()  # offsets of rejected messages only (their dead letters are flushed first)
             return []
+        started = time.monotonic()
         written = write_interactions(events_to_frame(self.buffer.events), self.root, file_stem(self.group))
         # Durable now (fsync + rename + directory fsync): only now may the offsets move on.
         self.consumer.commit()
+        self.metrics.write_seconds.observe(time.monotonic() - started)
+        self.metrics.events_archived.inc(len(self.buffer.events))
+        self.metrics.files_written.inc(len(written))
+        self.metrics.rolls.inc()
+        self.metrics.last_write.set(time.time())
+        self.metrics.buffered_events.set(0)
         self.stats.files += len(written)
         self.stats.events += len(self.buffer.events)
         self.stats.rolls += 1
@@ -137,9 +150,13 @@ class Archiver:
         return written
 
     def step(self) -> None:
+        rejected_before = self.consumer.stats.invalid
         batch = self.consumer.poll_batch(self.poll_max_messages, self.poll_timeout_s)
         now = time.monotonic()
         self.buffer.add(batch, now)
+        self.metrics.last_poll.set(time.time())
+        self.metrics.events_rejected.inc(self.consumer.stats.invalid - rejected_before)
+        self.metrics.buffered_events.set(len(self.buffer.events))
         if self.policy.due(len(self.buffer.events), self.buffer.size, self.buffer.age(now)):
             self.roll()
 

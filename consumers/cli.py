@@ -8,10 +8,12 @@ from types import FrameType
 
 from consumers.settings import ConsumersSettings
 from streamrec.cli.plugins import CommandHandler, PluginRegistry
+from streamrec.errors import ConfigError
 
 
 def _archive(args: argparse.Namespace) -> int:
     from consumers.archiver import Archiver, RollPolicy
+    from consumers.metrics import ArchiverMetrics
     from streamrec.settings import KafkaSettings, PathsSettings
 
     s = ConsumersSettings.load()
@@ -24,6 +26,15 @@ def _archive(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    metrics = ArchiverMetrics()
+    if s.archiver_metrics_port:
+        try:
+            metrics.serve(s.archiver_metrics_port, s.archiver_metrics_host)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {s.archiver_metrics_host}:{s.archiver_metrics_port}: {exc.strerror}",
+                source="STREAMREC_CONSUMERS_ARCHIVER_METRICS_PORT",
+            ) from None
     archiver = Archiver(
         KafkaSettings.load(),
         root,
@@ -33,6 +44,7 @@ def _archive(args: argparse.Namespace) -> int:
         poll_max_messages=s.poll_max_messages,
         poll_timeout_s=s.poll_timeout_s,
         session_timeout_s=s.session_timeout_s,
+        metrics=metrics,
     )
     stats = archiver.run(lambda: stopping, idle_exit_s=args.idle_exit)
     print(f"archived {stats.events} events in {stats.files} files under {root}")

@@ -28,6 +28,12 @@ class ConsumersSettings(ComponentSettings):
     session_timeout_s: float = Field(
         10.0, ge=6, description="Group session timeout: how soon a dead archiver's partitions move to another."
     )
+    archiver_metrics_port: int = Field(
+        9102, ge=0, le=65535, description="Port of the archiver's Prometheus /metrics endpoint; 0: none."
+    )
+    archiver_metrics_host: str = Field(
+        "127.0.0.1", description="Address the archiver's metrics endpoint binds (0.0.0.0 in a pod)."
+    )
     poll_max_messages: int = Field(5000, ge=1, description="Messages taken per poll.")
     poll_timeout_s: float = Field(0.5, gt=0, description="Longest wait of one poll.")
     recs_group: str | None = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -101,6 +102,8 @@ def test_archiver_output_equals_the_events_exactly_once_across_kill_9(
         "STREAMREC_KAFKA_DLQ_TOPIC": dlq,
         "STREAMREC_CONSUMERS_ROLL_MAX_ROWS": "300",
         "STREAMREC_CONSUMERS_ROLL_MAX_AGE_S": "0.5",
+        "STREAMREC_CONSUMERS_ARCHIVER_METRICS_PORT": "0",
+        "STREAMREC_LOG_FORMAT": "json",
     }
     # Events across a date boundary, so files land in two partitions.
     events = [
@@ -123,6 +126,10 @@ def test_archiver_output_equals_the_events_exactly_once_across_kill_9(
     second = run_archiver(stack, env, "--idle-exit", "3")
     out, _ = second.communicate(timeout=120)
     assert second.returncode == 0, out.decode(errors="replace")[-2000:]
+    # INFO lines reach the output, one JSON object each, naming the component.
+    logged = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    writes = [line for line in logged if line["message"].startswith("archived ") and line["level"] == "info"]
+    assert writes and all(line["component"] == "archive" for line in writes)
 
     files = parquet_files(root)
     assert {f.parent.name for f in files} == {"date=2026-11-27", "date=2026-11-28"}

@@ -103,3 +103,75 @@ def test_component_refuses_to_start_on_a_port_another_process_holds(tmp_path: Pa
         with pytest.raises(StackError, match=f"port {port} on 127.0.0.1 is already in use"):
             comp.start(10, lambda _: None)
         assert comp.pid() is None
+
+
+def test_json_log_lines_carry_component_trace_and_extra_fields() -> None:
+    import io
+    import json
+    import logging
+
+    from streamrec import logging as streamrec_logging
+
+    out = io.StringIO()
+    handler = streamrec_logging.configure("archive", level="info", fmt="json", stream=out)
+    try:
+        log = logging.getLogger("consumers.archiver")
+        log.debug("not shown at info")
+        with streamrec_logging.bind_trace("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"):
+            log.info("archived %d events", 3, extra={"files": 2})
+        log.warning("outside the trace")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["archived 3 events", "outside the trace"]
+    first, second = lines
+    assert first["level"] == "info" and first["component"] == "archive" and first["logger"] == "consumers.archiver"
+    assert (first["trace_id"], first["span_id"], first["files"]) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00f067aa0ba902b7",
+        2,
+    )
+    assert "trace_id" not in second and second["level"] == "warning"
+
+
+def test_traceparent_header_parses_only_when_well_formed() -> None:
+    from streamrec.logging import parse_traceparent
+
+    assert parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") == (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00f067aa0ba902b7",
+    )
+    for bad in (None, "", "00-xyz-00f067aa0ba902b7-01", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "00-abc-def-01"):
+        assert parse_traceparent(bad) is None
+
+
+def test_text_log_keeps_info_lines_and_a_second_configure_replaces_the_handler() -> None:
+    import io
+    import logging
+
+    from streamrec import logging as streamrec_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    streamrec_logging.configure("worker", fmt="text", stream=first)
+    handler = streamrec_logging.configure("worker", level="info", fmt="text", stream=second)
+    try:
+        logging.getLogger("streams.worker").info("worker %s started", "w1")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert first.getvalue() == ""
+    assert second.getvalue().rstrip().endswith("INFO worker streams.worker: worker w1 started")
+
+
+def test_log_level_is_accepted_before_and_after_the_command() -> None:
+    assert run_cli("--log-level", "debug", "config").returncode == 0
+    assert run_cli("config", "--log-level", "warning").returncode == 0
+    result = run_cli("config", "--log-level", "loud")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_log_format_exits_2_with_one_line() -> None:
+    import os
+
+    result = run_cli("config", env={**os.environ, "STREAMREC_LOG_FORMAT": "xml"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == "streamrec: error: STREAMREC_LOG_FORMAT: must be one of text, json, got 'xml'"
