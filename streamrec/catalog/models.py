@@ -27,8 +27,9 @@ MAX_TITLE_CHARS: Final = 512
 MAX_DESCRIPTION_CHARS: Final = 8192
 MAX_CATEGORY_CHARS: Final = 128
 MAX_IMAGE_REF_CHARS: Final = 2048
-#: A record larger than this (encoded JSON) is refused by the producer and rejected by consumers.
-DEFAULT_MAX_RECORD_BYTES: Final = 65_536
+#: A record larger than this (encoded JSON) is refused by the producer and rejected by consumers. Every record
+#: within the bounds above fits, even with every character escaped (6 bytes) by the JSON encoder.
+DEFAULT_MAX_RECORD_BYTES: Final = 524_288
 
 AttributeValue = str | int | float | bool
 
