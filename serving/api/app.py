@@ -1,5 +1,6 @@
-"""FastAPI application factory: ``/v1/recommendations`` (GET, POST), ``/v1/events``, ``/healthz``, ``/readyz``,
-``/metrics``.
+"""FastAPI application factory: ``/v1/recommendations`` (GET, POST), ``/v1/recommendations/stream`` (SSE),
+``/v1/events``, ``/v1/users/known``, ``/v1/items``, ``/healthz``, ``/readyz``, ``/metrics`` and the web page
+at ``/ui``.
 
 Routes live on routers (:mod:`serving.api.routes`); this module wires them with the settings, the services
 (:mod:`serving.api.services`) and the lifespan. Recommendations go through
@@ -19,9 +20,11 @@ from fastapi import FastAPI
 
 from serving.api.dependencies import ApiContext
 from serving.api.errors import BodyLimitMiddleware, error_body, install_error_handlers
+from serving.api.live import RecommendationHub
 from serving.api.models import Limits
-from serving.api.routes import events, health, recommendations
+from serving.api.routes import events, health, live, recommendations, ui
 from serving.api.services import Services, default_services
+from serving.api.settings import UiSettings
 from serving.settings import ApiSettings, ServingSettings
 from streamrec.settings import FeastSettings
 
@@ -49,13 +52,16 @@ def create_app(
     serving: ServingSettings | None = None,
     services: Services | Callable[[], Services] | None = None,
     feast: FeastSettings | None = None,
+    ui_settings: UiSettings | None = None,
 ) -> FastAPI:
     """``services`` (or a factory of them, called inside the event loop) replaces the real clients."""
     settings = settings or ApiSettings.load()
     serving = serving or ServingSettings.load()
+    ui_settings = ui_settings or UiSettings.load()
     context = ApiContext(
         settings=settings,
         limits=Limits(default_k=serving.default_k, max_k=serving.max_k, max_exclude_ids=settings.max_exclude_ids),
+        ui=ui_settings,
     )
 
     @asynccontextmanager
@@ -64,11 +70,21 @@ def create_app(
         if callable(services):
             context.services = services()
         else:
-            context.services = services or default_services(feast_settings(serving, feast))
+            context.services = services or default_services(feast_settings(serving, feast), ui=ui_settings)
+        if context.services.live_feed is not None:
+            context.hub = RecommendationHub(
+                context.services.live_feed,
+                max_subscribers=ui_settings.max_subscribers,
+                buffer=ui_settings.subscriber_buffer,
+                idle_close_s=ui_settings.idle_close_s,
+                assignment_timeout_s=ui_settings.assignment_timeout_s,
+            )
         # Startup objects (FastAPI, pydantic, grpc) move out of the collector's generations: full collections
         # under load then scan only per-request garbage, which keeps them out of the latency tail.
         gc.freeze()
         yield
+        if context.hub is not None:
+            await context.hub.close()
         if context.services.close is not None:
             await context.services.close()
 
@@ -86,6 +102,7 @@ def create_app(
         return error_body(413, "<body>", f"body is {length} bytes; the limit is {settings.max_body_bytes}", "too_large")
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, refuse=too_large)
-    for router in (recommendations.router, events.router, health.router):
+    for router in (recommendations.router, live.router, events.router, health.router, ui.data, ui.page):
         app.include_router(router)
+    app.mount("/ui/static", ui.static_files(), name="ui-static")
     return app

@@ -96,6 +96,7 @@ class RecommendationResponse(BaseModel):
     model_version: str = Field(description="Export version that produced the list ('' if none).")
     flags: list[str] = Field(description="Degradations and notes, e.g. popularity_fallback, bloom_unavailable.")
     source: str = Field(description="triton, or fallback (popular items) when Triton could not answer.")
+    fallback_reason: str | None = Field(None, description="Why Triton could not answer, when source is fallback.")
     generated_at: datetime
     timings_ms: dict[str, float] | None = Field(None, description="Per-stage time in ms, when asked for.")
 

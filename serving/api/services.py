@@ -15,20 +15,27 @@ from streamrec.pipeline_client import RecommendResult
 from streamrec.schemas.events import InteractionEvent
 
 if TYPE_CHECKING:
+    from serving.api.catalog import Catalog
+    from serving.api.live import FeedFactory
+    from serving.api.settings import UiSettings
     from streamrec.pipeline_client import RecommendRequest
-    from streamrec.settings import FeastSettings
+    from streamrec.settings import FeastSettings, KafkaSettings, PathsSettings
 
 Check = Callable[[], Awaitable[None]]
 
 
 @dataclass
 class Services:
-    """``recommend`` and ``checks`` are async; ``send_event`` queues one event for Kafka."""
+    """``recommend`` and ``checks`` are async; ``send_event`` queues one event for Kafka; ``catalog`` loads the
+    item details the page shows (blocking, called once in a thread); ``live_feed`` opens a consumer of the
+    recommendations topic (none: no live stream)."""
 
     recommend: Callable[[RecommendRequest], Awaitable[RecommendResult]]
     send_event: Callable[[InteractionEvent], None]
     checks: dict[str, Check] = field(default_factory=dict)
     close: Callable[[], Awaitable[None]] | None = None
+    catalog: Callable[[], Catalog] | None = None
+    live_feed: FeedFactory | None = None
 
 
 class Metrics:
@@ -51,18 +58,30 @@ class Metrics:
         self.requests.labels(endpoint, str(status)).inc()
 
 
-def default_services(feast_settings: FeastSettings) -> Services:
-    """The real clients: Triton over gRPC (aio), Kafka producer, Redis and Feast readiness."""
+def default_services(
+    feast_settings: FeastSettings,
+    kafka: KafkaSettings | None = None,
+    paths: PathsSettings | None = None,
+    ui: UiSettings | None = None,
+) -> Services:
+    """The real clients: Triton over gRPC (aio), Kafka producer and live consumer, Redis and Feast readiness,
+    the catalog. Settings not given are read from the environment."""
     import anyio
     import redis.asyncio as aioredis
 
+    from serving.api.catalog import Catalog
+    from serving.api.live import kafka_feed_factory
+    from serving.api.settings import UiSettings
     from serving.pipeline.stores import FeastUserFeatures
     from streamrec.client.producer import InteractionProducer
     from streamrec.features import USER_COUNT_FEATURES
     from streamrec.pipeline_client import AsyncPipelineClient
-    from streamrec.settings import KafkaSettings, RedisSettings
+    from streamrec.settings import KafkaSettings, PathsSettings, RedisSettings
 
-    client = AsyncPipelineClient()
+    kafka = kafka or KafkaSettings.load()
+    paths = paths or PathsSettings.load()
+    ui = ui or UiSettings.load()
+    client = AsyncPipelineClient(export_root=paths.export_root)
     redis_settings = RedisSettings.load()
     redis_client = aioredis.Redis.from_url(redis_settings.effective_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     feast = FeastUserFeatures(
@@ -78,7 +97,7 @@ def default_services(feast_settings: FeastSettings) -> Services:
 
     def send_event(event: InteractionEvent) -> None:
         if not producer:
-            producer.append(InteractionProducer(KafkaSettings.load()))
+            producer.append(InteractionProducer(kafka))
         producer[0].send(event)
 
     async def triton() -> None:
@@ -97,9 +116,16 @@ def default_services(feast_settings: FeastSettings) -> Services:
         if producer:
             await anyio.to_thread.run_sync(producer[0].close)
 
+    def catalog() -> Catalog:
+        default = paths.archive_root / "items.parquet"
+        path = ui.catalog_path or (default if default.is_file() else None)
+        return Catalog.load(path, paths.export_root, ui.known_users)
+
     return Services(
         recommend=client.recommend,
         send_event=send_event,
         checks={"triton": triton, "redis": redis, "feast": feast_check},
         close=close,
+        catalog=catalog,
+        live_feed=kafka_feed_factory(kafka, ui.stream_group_prefix),
     )

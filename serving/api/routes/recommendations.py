@@ -91,6 +91,7 @@ def to_response(req: RecommendationRequest, result: RecommendResult) -> Recommen
         model_version=result.model_version,
         flags=result.flags,
         source=result.source,
+        fallback_reason=result.fallback_reason,
         generated_at=datetime.now(UTC),
         timings_ms=result.timings_ms if req.timings else None,
     )
