@@ -9,6 +9,7 @@ either. Every check has a negative test: a mutated manifest it must reject.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -723,3 +724,87 @@ def test_triton_repository_mistakes_are_rejected(source_bundle: Bundle) -> None:
     model_sync["command"], init["command"] = ["sleep", "infinity"], ["true"]
     _replace(source_bundle, "Deployment", "triton", triton)
     assert "nothing in the pod renders the model repository" in _fmt(check_triton(source_bundle))
+
+
+def _pod_spec(obj: dict) -> dict:
+    pod = pod_template(Doc(obj, "x"))
+    assert pod is not None
+    return pod.spec
+
+
+def _security(obj: dict, **fields: object) -> None:
+    _pod_spec(obj)["containers"][0]["securityContext"] = (
+        _pod_spec(obj)["containers"][0].get("securityContext", {}) | fields
+    )
+
+
+#: (kind, name, mutation, message the generic checks must then report): one per check not covered above.
+GENERIC_MUTATIONS = [
+    ("Deployment", "worker", lambda o: _security(o, runAsNonRoot=False), "runAsNonRoot is not true"),
+    ("Deployment", "worker", lambda o: _security(o, allowPrivilegeEscalation=True), "must be false"),
+    ("Deployment", "worker", lambda o: _security(o, privileged=True), "runs as uid 0 or privileged"),
+    ("Deployment", "worker", lambda o: _security(o, runAsUser=0), "runs as uid 0 or privileged"),
+    ("Deployment", "worker", lambda o: _security(o, capabilities={"drop": ["NET_RAW"]}), "must drop ALL"),
+    ("Deployment", "worker", lambda o: _security(o, seccompProfile={"type": "Unconfined"}), "seccompProfile"),
+    ("Deployment", "api", lambda o: _pod_spec(o).pop("topologySpreadConstraints"), "no topologySpreadConstr"),
+    (
+        "CronJob",
+        "trainer-finetune",
+        lambda o: next(v for v in _pod_spec(o)["volumes"] if "persistentVolumeClaim" in v)[
+            "persistentVolumeClaim"
+        ].update(claimName="nope"),
+        "uses PVC 'nope', which is not defined",
+    ),
+    ("Service", "api", lambda o: o["spec"]["ports"][0].update(targetPort="htp"), "targetPort 'htp' is not"),
+    ("ServiceMonitor", "api", lambda o: o["spec"]["endpoints"][0].update(port="htp"), "no Service with"),
+    (
+        "PodMonitor",
+        "worker",
+        lambda o: o["spec"]["podMetricsEndpoints"][0].update(port="x"),
+        "no pod template",
+    ),
+    (
+        "TriggerAuthentication",
+        "kafka-cluster-ca",
+        lambda o: o["spec"]["secretTargetRef"][0].update(key="ca.pem"),
+        "key 'ca.pem' is not defined",
+    ),
+    (
+        "KafkaTopic",
+        "interactions-dlq",
+        lambda o: o["metadata"]["labels"].update({"strimzi.io/cluster": "x"}),
+        "names no Kafka",
+    ),
+    (
+        "KafkaTopic",
+        "interactions-dlq",
+        lambda o: o["spec"]["config"].update({"min.insync.replicas": 9}),
+        "exceeds replicas",
+    ),
+    (
+        "Kafka",
+        "streamrec",
+        lambda o: o["spec"]["kafka"]["config"].update({"default.replication.factor": 4}),
+        "4 exceeds the 3",
+    ),
+    (
+        "KafkaNodePool",
+        "dual-role",
+        lambda o: o["spec"].update(roles=["broker"]),
+        "controller and broker roles",
+    ),
+    ("NodePool", "cpu", lambda o: o["spec"].pop("limits"), "no limits (an unbounded pool"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "mutate", "message"), GENERIC_MUTATIONS, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_generic_check_rejects_a_mutated_manifest(
+    source_bundle: Bundle, kind: str, name: str, mutate: Callable[[dict], object], message: str
+) -> None:
+    assert not check_generic(source_bundle)
+    obj = _obj(source_bundle, kind, name)
+    mutate(obj)
+    _replace(source_bundle, kind, name, obj)
+    assert message in _fmt(check_generic(source_bundle))
