@@ -5,7 +5,7 @@
   server adds: unknown fields are errors (strict field validation) unless the schema preserves them,
   ``x-kubernetes-list-type`` uniqueness, and the CRD's CEL rules (``x-kubernetes-validations``) evaluated by
   ``cel-python``. Transition rules (``oldSelf``) only apply to updates and are skipped.
-- Core kinds: ``kubernetes-validate`` (strict Kubernetes JSON schemas of :data:`K8S_VERSION`).
+- Core kinds: the strict Kubernetes JSON schemas of :data:`K8S_VERSION` that ``kubernetes-validate`` ships.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import yaml
 from celpy import celtypes
 from celpy.evaluation import CELEvalError, base_functions
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
+from referencing import Registry, Resource
 
 from tests.k8s.manifests import REPO, YAML_LOADER, Bundle, Doc
 
@@ -211,22 +212,44 @@ def is_core(doc: Doc) -> bool:
     return "." not in doc.group or doc.group.endswith(".k8s.io")
 
 
-def check_core_schemas(bundle: Bundle, version: str = K8S_VERSION) -> list[str]:
-    """Core objects against the strict Kubernetes JSON schemas (kubernetes-validate reports the first error
-    of each object). Raises ImportError when the package is not installed (callers skip)."""
-    import kubernetes_validate
+@cache
+def _core_definitions(version: str) -> Registry:
+    from kubernetes_validate.utils import schema_contents
 
+    path = f"kubernetes-json-schema/v{version}-local-strict/_definitions.json"
+    return Resource.from_contents(schema_contents(path, version)) @ Registry()
+
+
+@cache
+def core_validator(api_version: str, kind: str, version: str = K8S_VERSION) -> Any:
+    """kubernetes-validate's strict JSON schema of a core kind, compiled once (its ``validate()`` reads the
+    1.3 MB of shared definitions again for every object). None when the version has no such kind."""
+    from kubernetes_validate.utils import schema_contents
+
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)  # apps/v1 -> apps-v1, v1 -> v1
+    try:
+        schema = schema_contents(
+            f"kubernetes-json-schema/v{version}-local-strict/{kind.lower()}-{group_version}.json", version
+        )
+    except FileNotFoundError:
+        return None
+    return Draft202012Validator(schema, registry=Resource.from_contents(schema) @ _core_definitions(version))
+
+
+def check_core_schemas(bundle: Bundle, version: str = K8S_VERSION) -> list[str]:
+    """Core objects against the strict Kubernetes JSON schemas that ``kubernetes-validate`` ships (strict:
+    unknown fields are errors, as for custom resources). ImportError without the package (callers skip)."""
     errors = []
     for d in bundle.docs:
         if not is_core(d):
             continue
-        try:
-            kubernetes_validate.validate(d.obj, version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            path = "/".join(str(p) for p in exc.absolute_path) or "<root>"
-            errors.append(f"{d.where}: {path}: {exc.message} (Kubernetes {version} schema)")
-        except kubernetes_validate.SchemaNotFoundError:
+        validator = core_validator(d.api_version, d.kind, version)
+        if validator is None:
             errors.append(f"{d.where}: no Kubernetes {version} schema for {d.api_version} {d.kind}")
+            continue
+        for e in validator.iter_errors(d.obj):
+            path = "/".join(str(p) for p in e.absolute_path) or "<root>"
+            errors.append(f"{d.where}: {path}: {e.message} (Kubernetes {version} schema)")
     return errors
 
 
