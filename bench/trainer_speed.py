@@ -98,6 +98,7 @@ def bench_latency(export_root: Path, threads: int) -> dict[str, Any]:
     import numpy as np
 
     from streamrec import artifacts as art
+    from streamrec import features as feat
 
     torch.set_num_threads(threads)
     directory = art.current_dir(export_root)
@@ -118,21 +119,29 @@ def bench_latency(export_root: Path, threads: int) -> dict[str, Any]:
             times.append((time.perf_counter() - began) * 1000)
         return {"p50_ms": round(float(np.median(times)), 3), "p99_ms": round(float(np.percentile(times, 99)), 3)}
 
-    user = torch.tensor([1])
-    profile = torch.ones(1, p, dtype=torch.long)
-    recent = torch.randint(1, meta.n_items + 1, (1, 20), generator=gen)
-    ctx = torch.tensor([[1, 20, 4]])
+    query_inputs = {
+        feat.MODEL_USER_IDX: torch.tensor([1]),
+        feat.MODEL_PROFILE_IDX: torch.ones(1, p, dtype=torch.long),
+        feat.MODEL_RECENT_ITEMS: torch.randint(1, meta.n_items + 1, (1, 20), generator=gen),
+        feat.MODEL_CONTEXT_IDX: torch.tensor([[1, 20, 4]]),
+    }
     n = 300
     items = torch.randint(1, meta.n_items + 1, (1, n), generator=gen)
     rows = items - 1
-    args = (user, profile, recent, ctx, torch.rand(1, len(meta.feature_spec.user_count_features)), items,
-            torch.as_tensor(arrays.category_idx)[rows], torch.as_tensor(arrays.dense)[rows],
-            torch.as_tensor(arrays.text)[rows], torch.as_tensor(arrays.image)[rows])  # fmt: skip
+    ranker_inputs = {
+        **query_inputs,
+        feat.MODEL_USER_DENSE: torch.rand(1, len(meta.feature_spec.user_count_features)),
+        feat.MODEL_ITEM_IDX: items,
+        feat.MODEL_ITEM_CATEGORY: torch.as_tensor(arrays.category_idx)[rows],
+        feat.MODEL_ITEM_DENSE: torch.as_tensor(arrays.dense)[rows],
+        feat.MODEL_ITEM_TEXT: torch.as_tensor(arrays.text)[rows],
+        feat.MODEL_ITEM_IMAGE: torch.as_tensor(arrays.image)[rows],
+    }
     with torch.no_grad():
         return {
             "threads": threads,
-            "query_tower_b1": timed(lambda: query(user, profile, recent, ctx)),
-            "ranker_b1_n300": timed(lambda: ranker(*args)),
+            "query_tower_b1": timed(lambda: query(query_inputs)),
+            "ranker_b1_n300": timed(lambda: ranker(ranker_inputs)),
         }
 
 

@@ -5,10 +5,12 @@ Layout under ``export_root``::
     CURRENT                       name of the live version (replaced atomically)
     versions/<version>/           version = "v<YYYYMMDDHHMMSS>-<6 hex>", so names sort by creation time
         metadata.json             :class:`ExportMetadata`
-        query_tower.pt            TorchScript: (user_idx[B], profile_idx[B,P], recent_items[B,R],
-                                  context_idx[B,3]) -> Float[B,D], L2-normalised
-        ranker.pt                 TorchScript: (..., user_dense[B,U], item_idx[B,N], item_cat[B,N],
-                                  item_dense[B,N,Q], item_text[B,N,T], item_image[B,N,I]) -> logits[B,N]
+        query_tower.pt            TorchScript: forward(Dict[str, Tensor]) keyed by features.QUERY_TOWER_INPUTS
+                                  {user_idx[B], profile_idx[B,P], recent_items[B,R], context_idx[B,3]}
+                                  -> Float[B,D], L2-normalised
+        ranker.pt                 TorchScript: forward(Dict[str, Tensor]) keyed by features.RANKER_INPUTS
+                                  {the four above, user_dense[B,U], item_idx[B,N], item_cat[B,N],
+                                  item_dense[B,N,Q], item_text[B,N,T], item_image[B,N,I]} -> logits[B,N]
         item_index.faiss          FAISS index over item_embeddings (row r <-> item index r + 1)
         item_ids.json             list; position i <-> item index i + 1 (index 0 is padding / unknown)
         user_ids.json             same convention for users
@@ -16,6 +18,11 @@ Layout under ``export_root``::
         item_features.npz         category_idx, dense, text, image, popularity (one row per item)
         categories.json           category vocabulary; position i <-> category index i (0 = unknown)
         user_profiles.npz         profile_idx int64 [n_users, P] (row u <-> user index u + 1)
+
+Index inputs are Long; an index outside its table (e.g. user_idx > n_users) is read by both models as 0,
+"unknown", without a host-device sync; a missing dict key fails the call with ``KeyError: <name>``.
+FORMAT_VERSION names this contract: 2 = the models take one dict (1 took positional tensors), so a reader
+rejects an export written for another calling convention at its metadata, before loading a model.
 
 This module needs numpy and the standard library only (plus pydantic for the metadata model): serving
 stages load the TorchScript files themselves with ``torch.jit.load``.
@@ -31,14 +38,14 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamrec.errors import ArtifactError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 2
 CURRENT_FILE = "CURRENT"
 VERSIONS_DIR = "versions"
 METADATA_FILE = "metadata.json"
@@ -92,7 +99,7 @@ class IndexInfo(_Strict):
 
 
 class ExportMetadata(_Strict):
-    format_version: Literal[1] = 1
+    format_version: Literal[2] = FORMAT_VERSION
     version: str
     created_at: str
     kind: Literal["full", "finetune"]
@@ -182,6 +189,12 @@ def load_metadata(directory: Path) -> ExportMetadata:
         raise ArtifactError(f"export metadata not found: {path}") from None
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"corrupt export metadata {path}: {exc}") from None
+    found = raw.get("format_version") if isinstance(raw, dict) else None
+    if isinstance(found, int) and found != FORMAT_VERSION:
+        raise ArtifactError(
+            f"export {path.parent.name} has format_version {found}, this reader needs {FORMAT_VERSION}: "
+            "export it again with the current trainer"
+        )
     try:
         return ExportMetadata.model_validate(raw)
     except ValidationError as exc:
@@ -324,12 +337,6 @@ def publish(export_root: Path, staged_dir: Path, make_current: bool = True) -> P
     if make_current:
         _write_current(export_root, meta.version)
     return final
-
-
-def set_current(export_root: Path, version: str) -> None:
-    """Point CURRENT at an already published version (rollback)."""
-    check_version_dir(version_dir(export_root, version))
-    _write_current(export_root, version)
 
 
 def write_json(path: Path, value: Any) -> None:

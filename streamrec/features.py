@@ -90,10 +90,6 @@ N_WEEKDAYS = 7
 CONTEXT_VOCAB_SIZES: tuple[int, int, int] = (len(DEVICE_VOCAB), N_HOURS, N_WEEKDAYS)
 
 
-def minute_bucket(epoch_ms: int) -> int:
-    return epoch_ms // BUCKET_MS
-
-
 def device_index(device: str) -> int:
     try:
         return DEVICE_VOCAB.index(device)

@@ -12,10 +12,18 @@ import torch
 
 from streamrec import artifacts as art
 from streamrec.errors import ArtifactError
+from streamrec.features import (
+    MODEL_CONTEXT_IDX,
+    MODEL_PROFILE_IDX,
+    MODEL_RECENT_ITEMS,
+    MODEL_USER_IDX,
+    RANKER_INPUTS,
+)
 from trainer.data.loading import Dataset
 from trainer.embeddings.content import ContentEmbeddings
 from trainer.export.index import brute_force, build_index, read_index, search
 from trainer.export.writer import load_trained
+from trainer.models.inputs import ItemFeatures, RankerBatch, UserFeatures
 from trainer.settings import TrainerSettings
 from trainer.train.full import publish_models
 from trainer.train.pipeline import TrainedModels, train_models
@@ -68,34 +76,48 @@ def test_torchscript_scores_equal_in_memory_models(export_root: Path, trained: T
     profile = torch.as_tensor(np.concatenate([np.zeros((1, profiles.shape[1]), np.int64), profiles]))[user]
     recent = torch.randint(0, arrays.embeddings.shape[0] + 1, (b, 20), generator=gen)
     ctx = torch.stack([torch.randint(0, 4, (b,)), torch.randint(0, 24, (b,)), torch.randint(0, 7, (b,))], 1)
+    features = UserFeatures(user, profile, recent, ctx)
     trained.two_tower.cpu().eval()
     trained.ranker.cpu().eval()
     with torch.no_grad():
-        torch.testing.assert_close(
-            query(user, profile, recent, ctx), trained.two_tower.query_tower(user, profile, recent, ctx)
-        )
+        torch.testing.assert_close(query(features.to_dict()), trained.two_tower.query_tower(features))
         items = torch.randint(1, arrays.embeddings.shape[0] + 1, (b, n), generator=gen)
         rows = items - 1
-        args = (user, profile, recent, ctx, torch.rand(b, 15, generator=gen) * 5, items,
-                torch.as_tensor(arrays.category_idx)[rows], torch.as_tensor(arrays.dense)[rows],
-                torch.as_tensor(arrays.text)[rows], torch.as_tensor(arrays.image)[rows])  # fmt: skip
-        torch.testing.assert_close(ranker(*args), trained.ranker(*args))
+        candidates = ItemFeatures(items, torch.as_tensor(arrays.category_idx)[rows],
+                                  torch.as_tensor(arrays.dense)[rows], torch.as_tensor(arrays.text)[rows],
+                                  torch.as_tensor(arrays.image)[rows])  # fmt: skip
+        batch = RankerBatch(features, torch.rand(b, 15, generator=gen) * 5, candidates)
+        inputs = {name: batch.to_dict()[name] for name in RANKER_INPUTS}  # as serving builds it
+        torch.testing.assert_close(ranker(inputs), trained.ranker(batch))
     # exported item embeddings are the item tower's output (row r <-> item r + 1)
     np.testing.assert_allclose(arrays.embeddings, trained.item_embeddings()[1:], rtol=1e-5, atol=1e-6)
 
 
-def test_exported_model_rejects_unknown_ids(export_root: Path) -> None:
+def test_exported_query_tower_reads_unknown_ids_as_index_zero(export_root: Path) -> None:
     directory = art.current_dir(export_root)
     query = torch.jit.load(str(directory / art.QUERY_TOWER_FILE))
     meta = art.load_metadata(directory)
-    bad_user = torch.tensor([meta.n_users + 5])
-    with pytest.raises(torch.jit.Error, match="user_idx out of range"):
-        query(
-            bad_user,
-            torch.zeros(1, 3, dtype=torch.long),
-            torch.zeros(1, 20, dtype=torch.long),
-            torch.zeros(1, 3, dtype=torch.long),
-        )
+    inputs = {
+        MODEL_USER_IDX: torch.tensor([meta.n_users + 5, 0]),
+        MODEL_PROFILE_IDX: torch.zeros(2, 3, dtype=torch.long),
+        MODEL_RECENT_ITEMS: torch.zeros(2, 20, dtype=torch.long),
+        MODEL_CONTEXT_IDX: torch.zeros(2, 3, dtype=torch.long),
+    }
+    with torch.no_grad():
+        out = query(inputs)
+    torch.testing.assert_close(out[0], out[1])
+    with pytest.raises(RuntimeError, match="KeyError: context_idx"):
+        query({k: v for k, v in inputs.items() if k != MODEL_CONTEXT_IDX})
+
+
+def test_export_of_another_format_version_is_rejected_at_its_metadata(export_root: Path, tmp_path: Path) -> None:
+    copy = _copy_version(export_root, tmp_path)
+    meta = json.loads((copy / art.METADATA_FILE).read_text())
+    assert meta["format_version"] == art.FORMAT_VERSION
+    meta["format_version"] = 1  # the positional-argument models
+    (copy / art.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="format_version 1, this reader needs 2"):
+        art.load_metadata(copy)
 
 
 def test_faiss_index_matches_brute_force(export_root: Path, settings: TrainerSettings) -> None:

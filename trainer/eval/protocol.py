@@ -19,6 +19,7 @@ from streamrec.errors import DataError
 from trainer.data.history import UserHistory
 from trainer.data.loading import Dataset, Events
 from trainer.eval.metrics import KS, auc, coverage, ranking_metrics, top_k
+from trainer.models.inputs import RankerBatch, UserFeatures
 from trainer.train.pipeline import TrainedModels
 from trainer.train.tables import QueryFeatures, query_features_at
 
@@ -131,9 +132,8 @@ def model_retrieval_scores(models: TrainedModels, task: EvalTask) -> ScoreFn:
 
     def score(rows: np.ndarray) -> np.ndarray:
         feats = task.features(rows, with_counts=False)
-        user = torch.as_tensor(feats.user)
         with torch.no_grad():
-            q = tower(user, profiles[user], torch.as_tensor(feats.recent).long(), torch.as_tensor(feats.context).long())
+            q = tower(user_features(feats, profiles))
             return (q @ embeddings.T).numpy()
 
     return score
@@ -143,23 +143,25 @@ def ranker_scores(models: TrainedModels, task: EvalTask, rows: np.ndarray, candi
     """DLRM logits of candidates Long[b, N] for the task rows.  -> Float[b, N]"""
     ranker = models.ranker.cpu().eval()
     feats = task.features(rows, with_counts=True)
-    items = models.items
-    user = torch.as_tensor(feats.user)
-    cand = torch.as_tensor(candidates)
+    items = models.items.to("cpu")  # zero-copy views of the numpy tables
+    batch = RankerBatch(
+        user=user_features(feats, torch.as_tensor(models.profiles)),
+        user_dense=torch.as_tensor(feats.counts),
+        candidates=items.features(torch.as_tensor(candidates)),
+    )
     with torch.no_grad():
-        out = ranker(
-            user,
-            torch.as_tensor(models.profiles)[user],
-            torch.as_tensor(feats.recent).long(),
-            torch.as_tensor(feats.context).long(),
-            torch.as_tensor(feats.counts),
-            cand,
-            torch.as_tensor(items.category_idx)[cand],
-            torch.as_tensor(items.dense)[cand],
-            torch.as_tensor(items.text)[cand],
-            torch.as_tensor(items.image)[cand],
-        ).numpy()
-    return out
+        return ranker(batch).numpy()
+
+
+def user_features(feats: QueryFeatures, profiles: torch.Tensor) -> UserFeatures:
+    """Model inputs of evaluation requests; ``profiles`` Long[n_users + 1, P].  -> UserFeatures over b"""
+    user = torch.as_tensor(feats.user)
+    return UserFeatures(
+        user_idx=user,
+        profile_idx=profiles[user],
+        recent_items=torch.as_tensor(feats.recent).long(),
+        context_idx=torch.as_tensor(feats.context).long(),
+    )
 
 
 def evaluate_scorer(task: EvalTask, score: ScoreFn, batch: int = 1024, depth: int = max(KS)) -> np.ndarray:

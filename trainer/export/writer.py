@@ -19,8 +19,8 @@ from trainer.data.history import RECENT_ITEM_TYPES
 from trainer.data.loading import Dataset, UserTable
 from trainer.embeddings.content import ContentEmbeddings
 from trainer.export.index import build_index, write_index
-from trainer.models.dlrm import DLRMConfig, DLRMRanker
-from trainer.models.two_tower import TwoTower, TwoTowerConfig
+from trainer.models.dlrm import DLRMConfig, DLRMRanker, ExportedRanker
+from trainer.models.two_tower import ExportedQueryTower, TwoTower, TwoTowerConfig
 from trainer.settings import TrainerSettings
 from trainer.train.pipeline import TrainedModels
 from trainer.train.tables import ITEM_DENSE_FEATURES, ItemTables
@@ -69,8 +69,8 @@ def stage_version(
     try:
         two_tower = models.two_tower.cpu().eval()
         ranker = models.ranker.cpu().eval()
-        script(two_tower.query_tower).save(str(staging / art.QUERY_TOWER_FILE))
-        script(ranker).save(str(staging / art.RANKER_FILE))
+        script(ExportedQueryTower(two_tower.query_tower)).save(str(staging / art.QUERY_TOWER_FILE))
+        script(ExportedRanker(ranker)).save(str(staging / art.RANKER_FILE))
         embeddings = item_embeddings if item_embeddings is not None else models.item_embeddings()
         item_rows = embeddings[1:]
         np.save(staging / art.ITEM_EMBEDDINGS_FILE, item_rows.astype(np.float32))

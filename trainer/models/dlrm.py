@@ -1,4 +1,5 @@
-"""DLRM ranker (Naumov et al. 2019, TorchRec's dlrm.py layout): bottom MLP, embeddings, dot interaction, top MLP."""
+"""DLRM ranker (Naumov et al. 2019, in TorchRec's dlrm.py layout): dense arches, sparse arches, dot
+interaction, over arch."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from streamrec.features import DEVICE_VOCAB
-from trainer.models.layers import MaskedMeanPool, check_index_range, mlp
-from trainer.models.two_tower import N_HOURS, N_WEEKDAYS
+from trainer.models.arches import DenseArch, ItemArch, UserArch
+from trainer.models.inputs import RankerBatch, ranker_batch_from_dict
+from trainer.models.layers import MaskedMeanPool, mlp
 
 
 @dataclass
@@ -27,7 +28,7 @@ class DLRMConfig:
     top_hidden: list[int] = field(default_factory=lambda: [128, 64])
 
 
-class DotInteraction(nn.Module):
+class InteractionArch(nn.Module):
     """Pairwise dot products of F feature vectors (upper triangle, no diagonal).
 
     features Float[M, F, E] -> Float[M, F * (F - 1) / 2].
@@ -46,83 +47,71 @@ class DotInteraction(nn.Module):
         return gram[:, rows, cols]
 
 
-class DLRMRanker(nn.Module):
-    """Scores N candidate items per request.
+class OverArch(nn.Module):
+    """Top MLP to one logit.  Float[M, in_dim] -> Float[M]"""
 
-    user_idx Long[B], profile_idx Long[B, P], recent_items Long[B, R], context_idx Long[B, 3],
-    user_dense Float[B, U] (raw counts; log1p applied here), item_idx Long[B, N], item_cat Long[B, N],
-    item_dense Float[B, N, Q], item_text Float[B, N, T], item_image Float[B, N, I] -> logits Float[B, N].
+    def __init__(self, in_dim: int, hidden: list[int]) -> None:
+        super().__init__()
+        self.mlp = mlp(in_dim, hidden, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features).squeeze(-1)
+
+
+class DLRMRanker(nn.Module):
+    """Scores N candidate items per request.  RankerBatch (B requests, N candidates) -> logits Float[B, N]
+
+    Feature vectors (E = embedding_dim each) entering the interaction, per candidate: user counts (log1p,
+    dense arch), user id, profile fields, device, hour, weekday, recent items (mean over the item table the
+    candidates use) | candidate id, category, content (item dense + text + image, dense arch). The over arch
+    reads the two dense vectors and the pairwise dot products.
     """
 
     def __init__(self, config: DLRMConfig) -> None:
         super().__init__()
         e = config.embedding_dim
         self.n_users = config.n_users + 1
-        self.context_sizes = [len(DEVICE_VOCAB), N_HOURS, N_WEEKDAYS]
         self.n_items = config.n_items + 1
         self.n_categories = config.n_categories + 1
         self.profile_sizes = list(config.profile_vocab_sizes)
-        self.user_dense_bottom = mlp(config.n_user_dense, config.bottom_hidden, e, final_activation=True)
+        # Creation order fixes the random initialisation.
+        self.user_dense_arch = DenseArch(config.n_user_dense, config.bottom_hidden, e)
         content = config.n_item_dense + config.text_dim + config.image_dim
-        self.item_dense_bottom = mlp(content, config.bottom_hidden, e, final_activation=True)
-        self.user_embedding = nn.Embedding(self.n_users, e, sparse=True)
-        self.profile_embeddings = nn.ModuleList(nn.Embedding(n, e) for n in self.profile_sizes)
-        self.device_embedding = nn.Embedding(len(DEVICE_VOCAB), e)
-        self.hour_embedding = nn.Embedding(N_HOURS, e)
-        self.weekday_embedding = nn.Embedding(N_WEEKDAYS, e)
-        self.item_embedding = nn.Embedding(self.n_items, e)
-        self.recent_pool = MaskedMeanPool(self.item_embedding)
-        self.category_embedding = nn.Embedding(self.n_categories, e)
-        # user dense, user id, profile fields, 3 context, recent items | item id, category, item dense
-        self.n_user_side = 2 + len(self.profile_sizes) + 3 + 1
-        n_features = self.n_user_side + 3
-        self.interaction = DotInteraction(n_features)
-        top_in = 2 * e + n_features * (n_features - 1) // 2
-        self.top = mlp(top_in, config.top_hidden, 1)
-        for table in (self.user_embedding, self.item_embedding):
+        self.item_content_arch = DenseArch(content, config.bottom_hidden, e)
+        self.user_arch = UserArch(self.n_users, self.profile_sizes, e, e)
+        self.item_arch = ItemArch(self.n_items, self.n_categories, e, e)
+        self.recent_pool = MaskedMeanPool(self.item_arch.item_embedding)
+        n_features = 1 + self.user_arch.n_vectors + 1 + 3
+        self.interaction = InteractionArch(n_features)
+        self.over_arch = OverArch(2 * e + n_features * (n_features - 1) // 2, config.top_hidden)
+        for table in (self.user_arch.user_embedding, self.item_arch.item_embedding):
             nn.init.normal_(table.weight, std=0.05)
 
-    def forward(
-        self,
-        user_idx: torch.Tensor,
-        profile_idx: torch.Tensor,
-        recent_items: torch.Tensor,
-        context_idx: torch.Tensor,
-        user_dense: torch.Tensor,
-        item_idx: torch.Tensor,
-        item_cat: torch.Tensor,
-        item_dense: torch.Tensor,
-        item_text: torch.Tensor,
-        item_image: torch.Tensor,
-    ) -> torch.Tensor:
-        check_index_range("user_idx", user_idx, self.n_users)
-        check_index_range("recent_items", recent_items, self.n_items)
-        check_index_range("item_idx", item_idx, self.n_items)
-        check_index_range("item_cat", item_cat, self.n_categories)
-        for j, size in enumerate(self.context_sizes):
-            check_index_range("context_idx[:, " + str(j) + "]", context_idx[:, j], size)
-        batch, n_items = item_idx.shape
-        dense_vec = self.user_dense_bottom(torch.log1p(user_dense.clamp(min=0.0)))
-        user_side = [dense_vec, self.user_embedding(user_idx)]
-        for j, table in enumerate(self.profile_embeddings):
-            column = profile_idx[:, j]
-            check_index_range("profile_idx[:, " + str(j) + "]", column, self.profile_sizes[j])
-            user_side.append(table(column))
-        user_side += [
-            self.device_embedding(context_idx[:, 0]),
-            self.hour_embedding(context_idx[:, 1]),
-            self.weekday_embedding(context_idx[:, 2]),
-            self.recent_pool(recent_items),
-        ]
+    def forward(self, batch: RankerBatch) -> torch.Tensor:
+        cands = batch.candidates
+        n_batch, n_cands = cands.item_idx.shape
+        dense_vec = self.user_dense_arch(torch.log1p(batch.user_dense.clamp(min=0.0)))  # [B, E]
+        user_side = [dense_vec] + self.user_arch(batch.user) + [self.recent_pool(batch.user.recent_items)]
         user_stack = torch.stack(user_side, dim=1)  # [B, F_u, E]
-        content = torch.cat([item_dense, item_text, item_image], dim=2)  # [B, N, Q + T + I]
-        item_content_vec = self.item_dense_bottom(content)  # [B, N, E]
-        item_stack = torch.stack(
-            [self.item_embedding(item_idx), self.category_embedding(item_cat), item_content_vec], dim=2
-        )  # [B, N, 3, E]
-        user_expanded = user_stack.unsqueeze(1).expand(batch, n_items, user_stack.shape[1], user_stack.shape[2])
-        features = torch.cat([user_expanded, item_stack], dim=2).reshape(batch * n_items, -1, user_stack.shape[2])
+        content = torch.cat([cands.item_dense, cands.item_text, cands.item_image], dim=2)  # [B, N, Q + T + I]
+        content_vec = self.item_content_arch(content)  # [B, N, E]
+        item_stack = torch.stack(self.item_arch(cands) + [content_vec], dim=2)  # [B, N, 3, E]
+        n_user, e = user_stack.shape[1], user_stack.shape[2]
+        user_expanded = user_stack.unsqueeze(1).expand(n_batch, n_cands, n_user, e)
+        features = torch.cat([user_expanded, item_stack], dim=2).reshape(n_batch * n_cands, -1, e)
         pairs = self.interaction(features)
-        dense_rep = dense_vec.unsqueeze(1).expand(batch, n_items, dense_vec.shape[1]).reshape(batch * n_items, -1)
-        top_in = torch.cat([dense_rep, item_content_vec.reshape(batch * n_items, -1), pairs], dim=1)
-        return self.top(top_in).reshape(batch, n_items)
+        dense_rep = dense_vec.unsqueeze(1).expand(n_batch, n_cands, e).reshape(n_batch * n_cands, e)
+        over_in = torch.cat([dense_rep, content_vec.reshape(n_batch * n_cands, e), pairs], dim=1)
+        return self.over_arch(over_in).reshape(n_batch, n_cands)
+
+
+class ExportedRanker(nn.Module):
+    """The ranker as exported: one dict keyed by ``streamrec.features.RANKER_INPUTS`` (shapes as in
+    :class:`trainer.models.inputs.RankerBatch`) -> logits Float[B, N]."""
+
+    def __init__(self, ranker: DLRMRanker) -> None:
+        super().__init__()
+        self.ranker = ranker
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.ranker(ranker_batch_from_dict(inputs))

@@ -1,7 +1,10 @@
-"""Small building blocks shared by both models."""
+"""Small building blocks shared by both models, and how they treat indices outside a table."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,8 +22,19 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int, final_activation: bool = F
     return nn.Sequential(*layers)
 
 
+def known_index(ids: torch.Tensor, size: int) -> torch.Tensor:
+    """``ids`` with every value outside 0..size-1 replaced by 0, the "unknown" row.  Long[*] -> Long[*]
+
+    Inside the models (and so the exported graph) an out-of-range index is treated as an unknown id, as
+    serving does for ids missing from the export's maps: an element-wise select, with no host-device sync
+    (reading back a min/max per input would stall the GPU on every call). Callers that want an error for
+    such indices check once, outside the model, with :func:`check_index_ranges`.
+    """
+    return torch.where((ids >= 0) & (ids < size), ids, torch.zeros_like(ids))
+
+
 class MaskedMeanPool(nn.Module):
-    """Mean of item embeddings over the non-padding positions (index 0 = padding).
+    """Mean of item embeddings over the non-padding positions (index 0 = padding; out of range counts as 0).
 
     ids: Long[B, R] -> Float[B, E] (zeros where every position is padding).
     """
@@ -30,17 +44,27 @@ class MaskedMeanPool(nn.Module):
         self.table = table
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = known_index(ids, self.table.num_embeddings)
         vectors = self.table(ids)
         mask = (ids > 0).unsqueeze(-1).to(vectors.dtype)
         return (vectors * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
-def check_index_range(name: str, ids: torch.Tensor, size: int) -> None:
-    """Raise a readable error instead of an opaque index error deep inside an embedding lookup."""
-    if ids.numel() > 0:
-        low = int(ids.min().item())
-        high = int(ids.max().item())
-        if low < 0 or high >= size:
-            raise ValueError(
-                name + " out of range: values in [" + str(low) + ", " + str(high) + "], valid are 0.." + str(size - 1)
-            )
+def check_index_ranges(columns: Iterable[tuple[str, torch.Tensor | np.ndarray, int]]) -> None:
+    """Raise one readable ValueError naming every (name, ids, size) whose ids leave 0..size-1.
+
+    Meant for whole example tables before a training loop or an evaluation, not per batch: it reads the
+    minima and maxima back to the host once for all columns.
+    """
+    named = [(name, torch.as_tensor(ids), size) for name, ids, size in columns]
+    named = [(name, ids, size) for name, ids, size in named if ids.numel() > 0]
+    if not named:
+        return
+    bounds = torch.stack([torch.stack([ids.min(), ids.max()]).long().cpu() for _, ids, _ in named]).tolist()
+    problems = [
+        f"{name} out of range: values in [{low}, {high}], valid are 0..{size - 1}"
+        for (name, _, size), (low, high) in zip(named, bounds, strict=True)
+        if low < 0 or high >= size
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))

@@ -8,11 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamrec.features import DEVICE_VOCAB
-from trainer.models.layers import MaskedMeanPool, check_index_range, mlp
-
-N_HOURS = 24
-N_WEEKDAYS = 7
+from trainer.models.arches import ItemArch, UserArch
+from trainer.models.inputs import ItemFeatures, UserFeatures, user_features_from_dict
+from trainer.models.layers import mlp
 
 
 @dataclass
@@ -32,75 +30,42 @@ class TwoTowerConfig:
 class QueryTower(nn.Module):
     """User id + profile + recent items + context -> L2-normalised query vector.
 
-    user_idx Long[B], profile_idx Long[B, P], recent_items Long[B, R], context_idx Long[B, 3] -> Float[B, D].
-    Index 0 is "unknown" in every table, so an anonymous user (user_idx = 0, profile zeros) still gets a query
-    from the recent items and context; training drops those inputs at random so that index 0 is learned.
+    UserFeatures over B -> Float[B, D]. Index 0 is "unknown" in every table, so an anonymous user
+    (user_idx = 0, profile zeros) still gets a query from the recent items and context; training drops those
+    inputs at random so that index 0 is learned.
     """
 
     def __init__(self, config: TwoTowerConfig) -> None:
         super().__init__()
-        self.n_users = config.n_users + 1
-        self.context_sizes = [len(DEVICE_VOCAB), N_HOURS, N_WEEKDAYS]
-        self.n_items = config.n_items + 1
-        self.profile_sizes = list(config.profile_vocab_sizes)
-        self.user_embedding = nn.Embedding(self.n_users, config.id_dim, sparse=True)
-        self.profile_embeddings = nn.ModuleList(nn.Embedding(n, config.context_dim) for n in self.profile_sizes)
-        self.recent_pool = MaskedMeanPool(nn.Embedding(self.n_items, config.id_dim, padding_idx=0))
-        self.device_embedding = nn.Embedding(len(DEVICE_VOCAB), config.context_dim)
-        self.hour_embedding = nn.Embedding(N_HOURS, config.context_dim)
-        self.weekday_embedding = nn.Embedding(N_WEEKDAYS, config.context_dim)
-        width = 2 * config.id_dim + config.context_dim * (3 + len(self.profile_sizes))
+        self.user_arch = UserArch(
+            config.n_users + 1, config.profile_vocab_sizes, config.id_dim, config.context_dim, config.n_items + 1
+        )
+        width = 2 * config.id_dim + config.context_dim * (len(config.profile_vocab_sizes) + 3)
         self.mlp = mlp(width, config.hidden, config.embedding_dim)
-        nn.init.normal_(self.user_embedding.weight, std=0.02)
-        nn.init.normal_(self.recent_pool.table.weight, std=0.02)
+        nn.init.normal_(self.user_arch.user_embedding.weight, std=0.02)
+        if self.user_arch.recent_pool is not None:  # always: built above with its own recent-items table
+            nn.init.normal_(self.user_arch.recent_pool.table.weight, std=0.02)
 
-    def forward(
-        self,
-        user_idx: torch.Tensor,
-        profile_idx: torch.Tensor,
-        recent_items: torch.Tensor,
-        context_idx: torch.Tensor,
-    ) -> torch.Tensor:
-        check_index_range("user_idx", user_idx, self.n_users)
-        check_index_range("recent_items", recent_items, self.n_items)
-        for j, size in enumerate(self.context_sizes):
-            check_index_range("context_idx[:, " + str(j) + "]", context_idx[:, j], size)
-        parts = [self.user_embedding(user_idx), self.recent_pool(recent_items)]
-        for j, table in enumerate(self.profile_embeddings):
-            column = profile_idx[:, j]
-            check_index_range("profile_idx[:, " + str(j) + "]", column, self.profile_sizes[j])
-            parts.append(table(column))
-        parts += [
-            self.device_embedding(context_idx[:, 0]),
-            self.hour_embedding(context_idx[:, 1]),
-            self.weekday_embedding(context_idx[:, 2]),
-        ]
-        return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=-1)
+    def forward(self, features: UserFeatures) -> torch.Tensor:
+        return F.normalize(self.mlp(torch.cat(self.user_arch(features), dim=1)), dim=-1)
 
 
 class ItemTower(nn.Module):
     """Item id + category + text/image embeddings -> L2-normalised item vector.
 
-    item_idx Long[B], item_cat Long[B], item_text Float[B, T], item_image Float[B, I] -> Float[B, D].
+    ItemFeatures over [M] -> Float[M, D] (item_dense is the ranker's and not read here).
     A new item (item_idx = 0) is embedded from its category and content alone.
     """
 
     def __init__(self, config: TwoTowerConfig) -> None:
         super().__init__()
-        self.n_items = config.n_items + 1
-        self.n_categories = config.n_categories + 1
-        self.item_embedding = nn.Embedding(self.n_items, config.id_dim)
-        self.category_embedding = nn.Embedding(self.n_categories, config.context_dim)
+        self.item_arch = ItemArch(config.n_items + 1, config.n_categories + 1, config.id_dim, config.context_dim)
         content = config.text_dim + config.image_dim
         self.mlp = mlp(config.id_dim + config.context_dim + content, config.hidden, config.embedding_dim)
-        nn.init.normal_(self.item_embedding.weight, std=0.02)
+        nn.init.normal_(self.item_arch.item_embedding.weight, std=0.02)
 
-    def forward(
-        self, item_idx: torch.Tensor, item_cat: torch.Tensor, item_text: torch.Tensor, item_image: torch.Tensor
-    ) -> torch.Tensor:
-        check_index_range("item_idx", item_idx, self.n_items)
-        check_index_range("item_cat", item_cat, self.n_categories)
-        parts = [self.item_embedding(item_idx), self.category_embedding(item_cat), item_text, item_image]
+    def forward(self, items: ItemFeatures) -> torch.Tensor:
+        parts = self.item_arch(items) + [items.item_text, items.item_image]
         return self.mlp(torch.cat(parts, dim=1))
 
 
@@ -110,6 +75,20 @@ class TwoTower(nn.Module):
         self.config = config
         self.query_tower = QueryTower(config)
         self.item_tower = ItemTower(config)
+
+
+class ExportedQueryTower(nn.Module):
+    """The query tower as exported: one dict keyed by ``streamrec.features.QUERY_TOWER_INPUTS``.
+
+    {user_idx Long[B], profile_idx Long[B, P], recent_items Long[B, R], context_idx Long[B, 3]} -> Float[B, D]
+    """
+
+    def __init__(self, tower: QueryTower) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.tower(user_features_from_dict(inputs))
 
 
 def in_batch_softmax_loss(
@@ -133,26 +112,25 @@ def in_batch_softmax_loss(
     return F.cross_entropy(logits, target)
 
 
-def mask_query_inputs(
-    user_idx: torch.Tensor,
-    profile_idx: torch.Tensor,
-    recent_items: torch.Tensor,
+def mask_user_features(
+    features: UserFeatures,
     p_user: float,
     p_profile: float,
     p_recent: float,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> UserFeatures:
     """Training-time feature dropout: replace each input by "unknown" (0) with its probability, per example.
 
-    Returns new tensors (inputs untouched): user_idx Long[B], profile_idx Long[B, P], recent_items Long[B, R].
+    Returns new tensors (inputs untouched); the context is kept.
     """
-    batch = user_idx.shape[0]
-    device = user_idx.device
+    batch = features.user_idx.shape[0]
+    device = features.user_idx.device
 
     def keep(p: float) -> torch.Tensor:
         return torch.rand(batch, generator=generator, device="cpu").to(device) >= p
 
-    user = user_idx * keep(p_user)
-    profile = profile_idx * keep(p_profile).unsqueeze(1)
-    recent = recent_items * keep(p_recent).unsqueeze(1)
-    return user, profile, recent
+    return features._replace(
+        user_idx=features.user_idx * keep(p_user),
+        profile_idx=features.profile_idx * keep(p_profile).unsqueeze(1),
+        recent_items=features.recent_items * keep(p_recent).unsqueeze(1),
+    )

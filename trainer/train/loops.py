@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ from torch import nn
 from tqdm import tqdm
 
 from streamrec.errors import DataError
+from trainer.models.arches import UserArch
 from trainer.models.dlrm import DLRMRanker
-from trainer.models.two_tower import TwoTower, in_batch_softmax_loss, mask_query_inputs
+from trainer.models.inputs import RankerBatch, UserFeatures
+from trainer.models.layers import check_index_ranges
+from trainer.models.two_tower import TwoTower, in_batch_softmax_loss, mask_user_features
 from trainer.settings import TrainerSettings
 from trainer.train.tables import DeviceItemTables, QueryFeatures
 
@@ -46,6 +50,10 @@ class LoopStats:
             "resumed_from_epoch": self.resumed_from_epoch,
             "best_epoch": self.best_epoch or self.epochs,
         }
+
+
+#: A ranker training task: candidates Long[b, N] (the event's item first) and their labels Float[b, N].
+RankerTargets = tuple[torch.Tensor, torch.Tensor]
 
 
 def seed_everything(seed: int) -> None:
@@ -159,26 +167,115 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, cap: int, devi
     return [chunk.to(device) for chunk in torch.split(order, batch_size)]
 
 
+#: One training step: the example rows of a batch (Long[b], on the device) -> the loss to minimise (a scalar
+#: with gradients), or None to skip the batch.
+StepFn = Callable[[torch.Tensor], torch.Tensor | None]
+
+
+def run_epochs(
+    stage: str,
+    model: nn.Module,
+    optimizer: SplitOptimizer,
+    n_examples: int,
+    step: StepFn,
+    *,
+    settings: TrainerSettings,
+    device: str,
+    epochs: int,
+    checkpoint: Checkpointer,
+    generator: torch.Generator,
+    validation_loss: Callable[[], float] | None = None,
+) -> LoopStats:
+    """The epoch loop both models train with: seeded batch order, per-epoch checkpoint, early stopping.
+
+    Resumes after the stage's last checkpointed epoch (``generator`` still draws the skipped epochs' orders,
+    so a resumed run sees the same batches). With ``validation_loss`` (run in eval mode without gradients
+    after each epoch) training stops once it stopped improving for ``settings.patience`` epochs and the best
+    epoch's weights are kept. Leaves ``model`` in eval mode.
+    """
+    stats = LoopStats(stage)
+    start_epoch = checkpoint.restore(stage, model, optimizer)
+    stats.resumed_from_epoch = start_epoch
+    early = EarlyStopping(settings.patience)
+    model.train()
+    for epoch in range(epochs):
+        batches = _batches(n_examples, settings.batch_size, generator, settings.max_examples_per_epoch, device)
+        if epoch < start_epoch:
+            continue
+        if early.stop:
+            break
+        began, steps = time.perf_counter(), 0
+        running = torch.zeros((), device=device)
+        bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{epochs}", disable=not settings.progress, leave=False)
+        for rows in bar:
+            loss = step(rows)
+            if loss is None:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running = running + loss.detach()  # no host sync per step: read back every 50 steps
+            steps += 1
+            stats.examples_seen += len(rows)
+            if steps % 50 == 0 and settings.progress:
+                bar.set_postfix(loss=f"{float(running) / steps:.4f}")
+        if device == "cuda":
+            torch.cuda.synchronize()
+        stats.seconds += time.perf_counter() - began
+        stats.epoch_losses.append(float(running) / max(steps, 1))
+        stats.epochs += 1
+        checkpoint.save(stage, epoch + 1, model, optimizer)
+        if validation_loss is not None:
+            model.eval()
+            with torch.no_grad():
+                val_loss = validation_loss()
+            model.train()
+            early.observe(val_loss, model, stats)
+    early.restore_best(model, stats)
+    model.eval()
+    return stats
+
+
 @dataclass
 class DeviceQuery:
-    """QueryFeatures moved to the training device once."""
+    """QueryFeatures moved to the training device once; ``take`` gathers a batch's UserFeatures."""
 
     user: torch.Tensor
     recent: torch.Tensor
     context: torch.Tensor
     counts: torch.Tensor | None
+    profiles: torch.Tensor  # Long[n_users + 1, P]
 
     @classmethod
-    def of(cls, features: QueryFeatures, device: str) -> DeviceQuery:
+    def of(cls, features: QueryFeatures, profiles: torch.Tensor, device: str) -> DeviceQuery:
         return cls(
             user=torch.as_tensor(features.user, device=device),
             recent=torch.as_tensor(features.recent, device=device),
             context=torch.as_tensor(features.context, device=device),
             counts=None if features.counts is None else torch.as_tensor(features.counts, device=device),
+            profiles=profiles,
         )
 
-    def take(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.user[rows], self.recent[rows].long(), self.context[rows].long()
+    def take(self, rows: torch.Tensor) -> UserFeatures:
+        user = self.user[rows]
+        return UserFeatures(
+            user_idx=user,
+            profile_idx=self.profiles[user],
+            recent_items=self.recent[rows].long(),
+            context_idx=self.context[rows].long(),
+        )
+
+    def check_ranges(self, user_arch: UserArch, n_items: int) -> None:
+        """One readable error if any example holds an index outside the model's tables (the models would
+        read it as "unknown"); one host read-back for all columns, before the loop."""
+        columns = [("user_idx", self.user, user_arch.n_users), ("recent_items", self.recent, n_items)]
+        columns += [
+            (f"profile_idx[:, {j}]", self.profiles[:, j], size) for j, size in enumerate(user_arch.profile_sizes)
+        ]
+        columns += [
+            (f"context_idx[:, {j}]", self.context[:, j], size) for j, size in enumerate(user_arch.context_sizes)
+        ]
+        check_index_ranges(columns)
 
 
 def train_two_tower(
@@ -207,99 +304,75 @@ def train_two_tower(
     model.to(device).train()
     trained: nn.Module = model.query_tower if frozen_item_embeddings is not None else model
     optimizer = make_optimizer(trained, settings)
-    stats = LoopStats(stage)
-    start_epoch = checkpoint.restore(stage, model, optimizer)
-    stats.resumed_from_epoch = start_epoch
-    query = DeviceQuery.of(features, device)
+    query = DeviceQuery.of(features, profiles, device)
+    query.check_ranges(model.query_tower.user_arch, model.item_tower.item_arch.n_items)
     pos = torch.as_tensor(positives, device=device)
+    check_index_ranges([("positive item_idx", pos, model.item_tower.item_arch.n_items)])
     freq = np.maximum(item_counts.astype(np.float64), 1.0)
     log_q = torch.as_tensor(np.log(freq / freq.sum()), dtype=torch.float32, device=device)
     generator = torch.Generator().manual_seed(settings.seed)
-    early = EarlyStopping(settings.patience)
-    for epoch in range(epochs):
-        batches = _batches(len(features), settings.batch_size, generator, settings.max_examples_per_epoch, device)
-        if epoch < start_epoch:
-            continue  # the generator still advances, so a resumed run sees the same order
-        if early.stop:
-            break
-        began, steps = time.perf_counter(), 0
-        running = torch.zeros((), device=device)
-        bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{epochs}", disable=not settings.progress, leave=False)
-        for rows in bar:
-            if len(rows) < 2:
-                continue
-            user, recent, context = query.take(rows)
-            user, profile, recent = mask_query_inputs(
-                user,
-                profiles[user],
-                recent,
-                settings.mask_user_prob,
-                settings.mask_profile_prob,
-                settings.mask_recent_prob,
-                generator,
-            )
-            q = model.query_tower(user, profile, recent, context)
-            item = pos[rows]
-            if frozen_item_embeddings is None:
-                keep = torch.rand(len(rows), generator=generator).to(device) >= settings.mask_item_id_prob
-                vec = model.item_tower(item * keep, items.category_idx[item], items.text[item], items.image[item])
-            else:
-                vec = frozen_item_embeddings[item]
-            loss = in_batch_softmax_loss(q, vec, item, log_q[item], settings.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running = running + loss.detach()  # no host sync per step: read back every 50 steps
-            steps += 1
-            stats.examples_seen += len(rows)
-            if steps % 50 == 0 and settings.progress:
-                bar.set_postfix(loss=f"{float(running) / steps:.4f}")
-        if device == "cuda":
-            torch.cuda.synchronize()
-        stats.seconds += time.perf_counter() - began
-        stats.epoch_losses.append(float(running) / max(steps, 1))
-        stats.epochs += 1
-        checkpoint.save(stage, epoch + 1, model, optimizer)
-        if validation is not None:
-            val_loss = retrieval_loss(
-                model, validation[0], validation[1], items, profiles, log_q, settings, device, frozen_item_embeddings
-            )
-            early.observe(val_loss, model, stats)
-    early.restore_best(model, stats)
-    model.eval()
-    return stats
+
+    def step(rows: torch.Tensor) -> torch.Tensor | None:
+        if len(rows) < 2:
+            return None
+        user = mask_user_features(
+            query.take(rows),
+            settings.mask_user_prob,
+            settings.mask_profile_prob,
+            settings.mask_recent_prob,
+            generator,
+        )
+        q = model.query_tower(user)
+        item = pos[rows]
+        if frozen_item_embeddings is None:
+            keep = torch.rand(len(rows), generator=generator).to(device) >= settings.mask_item_id_prob
+            vec = model.item_tower(items.features(item)._replace(item_idx=item * keep))
+        else:
+            vec = frozen_item_embeddings[item]
+        return in_batch_softmax_loss(q, vec, item, log_q[item], settings.temperature)
+
+    validation_loss = None
+    if validation is not None:
+        val_query = DeviceQuery.of(validation[0], profiles, device)
+        val_pos = torch.as_tensor(validation[1], device=device)
+
+        def validation_loss() -> float:
+            return retrieval_loss(model, val_query, val_pos, items, log_q, settings, frozen_item_embeddings)
+
+    return run_epochs(
+        stage,
+        model,
+        optimizer,
+        len(features),
+        step,
+        settings=settings,
+        device=device,
+        epochs=epochs,
+        checkpoint=checkpoint,
+        generator=generator,
+        validation_loss=validation_loss,
+    )
 
 
 def retrieval_loss(
     model: TwoTower,
-    features: QueryFeatures,
-    positives: np.ndarray,
+    query: DeviceQuery,
+    positives: torch.Tensor,
     items: DeviceItemTables,
-    profiles: torch.Tensor,
     log_q: torch.Tensor,
     settings: TrainerSettings,
-    device: str,
     frozen_item_embeddings: torch.Tensor | None = None,
 ) -> float:
     """Mean in-batch softmax loss over fixed batches of held-out examples, no feature masking."""
-    model.eval()
-    query = DeviceQuery.of(features, device)
-    pos = torch.as_tensor(positives, device=device)
     total, steps = 0.0, 0
-    with torch.no_grad():
-        for rows in torch.split(torch.arange(len(features), device=device), settings.batch_size):
-            if len(rows) < 2:
-                continue
-            user, recent, context = query.take(rows)
-            q = model.query_tower(user, profiles[user], recent, context)
-            item = pos[rows]
-            if frozen_item_embeddings is None:
-                vec = model.item_tower(item, items.category_idx[item], items.text[item], items.image[item])
-            else:
-                vec = frozen_item_embeddings[item]
-            total += float(in_batch_softmax_loss(q, vec, item, log_q[item], settings.temperature))
-            steps += 1
-    model.train()
+    for rows in torch.split(torch.arange(len(query.user), device=positives.device), settings.batch_size):
+        if len(rows) < 2:
+            continue
+        q = model.query_tower(query.take(rows))
+        item = positives[rows]
+        vec = model.item_tower(items.features(item)) if frozen_item_embeddings is None else frozen_item_embeddings[item]
+        total += float(in_batch_softmax_loss(q, vec, item, log_q[item], settings.temperature))
+        steps += 1
     return total / max(steps, 1)
 
 
@@ -326,97 +399,57 @@ def train_ranker(
         raise DataError("no ranker examples in the training window")
     model.to(device).train()
     optimizer = make_optimizer(model, settings)
-    stats = LoopStats(stage)
-    start_epoch = checkpoint.restore(stage, model, optimizer)
-    stats.resumed_from_epoch = start_epoch
-    query = DeviceQuery.of(features, device)
+    query = DeviceQuery.of(features, profiles, device)
+    query.check_ranges(model.user_arch, model.n_items)
     counts = torch.as_tensor(features.counts, device=device)
     first = torch.as_tensor(first_items, device=device)
+    check_index_ranges([("candidate item_idx", first, model.n_items)])
     labels0 = torch.as_tensor(first_labels, dtype=torch.float32, device=device)
     weights = torch.as_tensor(negative_weights, dtype=torch.float32, device=device)
     n_neg = settings.ranker_negatives
     generator = torch.Generator().manual_seed(settings.seed + 1)
     neg_generator = torch.Generator(device=device).manual_seed(settings.seed + 2)
     loss_fn = nn.BCEWithLogitsLoss()
-    early = EarlyStopping(settings.patience)
-    val_batches: list[tuple[torch.Tensor, ...]] = []
-    if validation is not None:
-        val_query = DeviceQuery.of(validation[0], device)
+
+    def candidates(first_item: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> RankerTargets:
+        """The event's item first, then sampled negatives.  -> (Long[b, N], Float[b, N])"""
+        negatives = torch.multinomial(weights, len(first_item) * n_neg, replacement=True, generator=gen)
+        cand = torch.cat([first_item.unsqueeze(1), negatives.view(len(first_item), n_neg)], dim=1)
+        target = torch.zeros(cand.shape, device=device)
+        target[:, 0] = labels
+        return cand, target
+
+    def step(rows: torch.Tensor) -> torch.Tensor:
+        user = query.take(rows)
+        cand, target = candidates(first[rows], labels0[rows], neg_generator)
+        return loss_fn(model(RankerBatch(user, counts[rows], items.features(cand))), target)
+
+    validation_loss = None
+    if validation is not None and len(validation[0]) > 0:
+        # Fixed validation batches (their negatives drawn once), so that epochs compare on the same task.
+        val_query = DeviceQuery.of(validation[0], profiles, device)
         val_gen = torch.Generator(device=device).manual_seed(settings.seed + 3)
         val_first = torch.as_tensor(validation[1], device=device)
         val_labels = torch.as_tensor(validation[2], dtype=torch.float32, device=device)
         val_counts = torch.as_tensor(validation[0].counts, device=device)
+        val_batches = []
         for rows in torch.split(torch.arange(len(validation[0]), device=device), settings.batch_size):
-            neg = torch.multinomial(weights, len(rows) * n_neg, replacement=True, generator=val_gen)
-            cand = torch.cat([val_first[rows].unsqueeze(1), neg.view(len(rows), n_neg)], dim=1)
-            target = torch.zeros(cand.shape, device=device)
-            target[:, 0] = val_labels[rows]
-            val_batches.append((*val_query.take(rows), val_counts[rows], cand, target))
-    for epoch in range(epochs):
-        batches = _batches(len(features), settings.batch_size, generator, settings.max_examples_per_epoch, device)
-        if epoch < start_epoch:
-            continue
-        if early.stop:
-            break
-        began, steps = time.perf_counter(), 0
-        running = torch.zeros((), device=device)
-        bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{epochs}", disable=not settings.progress, leave=False)
-        for rows in bar:
-            user, recent, context = query.take(rows)
-            negatives = torch.multinomial(weights, len(rows) * n_neg, replacement=True, generator=neg_generator)
-            cand = torch.cat([first[rows].unsqueeze(1), negatives.view(len(rows), n_neg)], dim=1)
-            target = torch.zeros(cand.shape, device=device)
-            target[:, 0] = labels0[rows]
-            logits = _rank(model, items, profiles, user, recent, context, counts[rows], cand)
-            loss = loss_fn(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running = running + loss.detach()  # no host sync per step: read back every 50 steps
-            steps += 1
-            stats.examples_seen += len(rows)
-            if steps % 50 == 0 and settings.progress:
-                bar.set_postfix(loss=f"{float(running) / steps:.4f}")
-        if device == "cuda":
-            torch.cuda.synchronize()
-        stats.seconds += time.perf_counter() - began
-        stats.epoch_losses.append(float(running) / max(steps, 1))
-        stats.epochs += 1
-        checkpoint.save(stage, epoch + 1, model, optimizer)
-        if val_batches:
-            model.eval()
-            with torch.no_grad():
-                val_loss = sum(
-                    float(loss_fn(_rank(model, items, profiles, user, recent, context, cnt, cand), target))
-                    for user, recent, context, cnt, cand, target in val_batches
-                ) / len(val_batches)
-            model.train()
-            early.observe(val_loss, model, stats)
-    early.restore_best(model, stats)
-    model.eval()
-    return stats
+            cand, target = candidates(val_first[rows], val_labels[rows], val_gen)
+            val_batches.append((RankerBatch(val_query.take(rows), val_counts[rows], items.features(cand)), target))
 
+        def validation_loss() -> float:
+            return sum(float(loss_fn(model(batch), target)) for batch, target in val_batches) / len(val_batches)
 
-def _rank(
-    model: DLRMRanker,
-    items: DeviceItemTables,
-    profiles: torch.Tensor,
-    user: torch.Tensor,
-    recent: torch.Tensor,
-    context: torch.Tensor,
-    counts: torch.Tensor,
-    cand: torch.Tensor,
-) -> torch.Tensor:
-    """Ranker logits Float[B, N] for candidates Long[B, N], gathering item inputs from the tables."""
-    return model(
-        user,
-        profiles[user],
-        recent,
-        context,
-        counts,
-        cand,
-        items.category_idx[cand],
-        items.dense[cand],
-        items.text[cand],
-        items.image[cand],
+    return run_epochs(
+        stage,
+        model,
+        optimizer,
+        len(features),
+        step,
+        settings=settings,
+        device=device,
+        epochs=epochs,
+        checkpoint=checkpoint,
+        generator=generator,
+        validation_loss=validation_loss,
     )

@@ -37,16 +37,14 @@ class TrainedModels:
     def item_embeddings(self, batch: int = 8192) -> np.ndarray:
         """Item-tower output for every item.  -> float32 [n_items + 1, D] (row 0: the unknown item)"""
         tower = self.two_tower.item_tower
-        device = next(tower.parameters()).device
+        device = str(next(tower.parameters()).device)
+        tables = self.items.to(device)
         n = len(self.items.category_idx)
         out = []
         with torch.no_grad():
             for start in range(0, n, batch):
                 idx = torch.arange(start, min(start + batch, n), device=device)
-                cat = torch.as_tensor(self.items.category_idx, device=device)[idx]
-                text = torch.as_tensor(self.items.text, device=device)[idx]
-                image = torch.as_tensor(self.items.image, device=device)[idx]
-                out.append(tower(idx, cat, text, image).float().cpu().numpy())
+                out.append(tower(tables.features(idx)).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
     def summary(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import torch
 from trainer.data.history import UserHistory
 from trainer.data.loading import Dataset, Events
 from trainer.embeddings.content import ContentEmbeddings
+from trainer.models.inputs import ItemFeatures
 
 ITEM_DENSE_FEATURES: tuple[str, ...] = ("log_popularity", "log_price")
 
@@ -50,10 +51,22 @@ class ItemTables:
 
 @dataclass
 class DeviceItemTables:
+    """ItemTables on the training device (row i = item index i)."""
+
     category_idx: torch.Tensor
     dense: torch.Tensor
     text: torch.Tensor
     image: torch.Tensor
+
+    def features(self, item_idx: torch.Tensor) -> ItemFeatures:
+        """The model inputs of items ``item_idx`` (Long[S], any shape S).  -> ItemFeatures over S"""
+        return ItemFeatures(
+            item_idx=item_idx,
+            item_cat=self.category_idx[item_idx],
+            item_dense=self.dense[item_idx],
+            item_text=self.text[item_idx],
+            item_image=self.image[item_idx],
+        )
 
 
 @dataclass
@@ -102,13 +115,3 @@ def query_features_at(
         context=stub.context().astype(np.int16),
         counts=counts if with_counts else None,
     )
-
-
-def sample_negatives(
-    popularity: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator, power: float = 0.75
-) -> np.ndarray:
-    """Items drawn from popularity ** power (index >= 1).  -> int64 shape"""
-    weights = np.power(np.maximum(popularity[1:], 0.0) + 1.0, power)
-    cdf = np.cumsum(weights / weights.sum())
-    draws = np.searchsorted(cdf, rng.random(int(np.prod(shape))), side="right")
-    return (np.minimum(draws, len(cdf) - 1) + 1).reshape(shape).astype(np.int64)
