@@ -87,6 +87,11 @@ def _skew(value: timedelta | float | None) -> timedelta | None:
     return timedelta(seconds=value)
 
 
+def _seconds(skew: timedelta) -> str:
+    whole = skew // timedelta(seconds=1)
+    return str(whole) if skew == timedelta(seconds=whole) else f"{skew.total_seconds():.3f}".rstrip("0")
+
+
 def check_not_in_future(
     event: InteractionEvent,
     max_future_skew: timedelta | float | None = DEFAULT_MAX_FUTURE_SKEW,
@@ -100,7 +105,7 @@ def check_not_in_future(
     reference = now if now is not None else datetime.now(UTC)
     if event.timestamp - reference > skew:
         raise InvalidEventError(
-            "timestamp", f"more than {skew.total_seconds():g} s in the future", RejectReason.FUTURE_TIMESTAMP
+            "timestamp", f"more than {_seconds(skew)} s in the future", RejectReason.FUTURE_TIMESTAMP
         )
     return event
 

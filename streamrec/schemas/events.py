@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -54,6 +54,15 @@ class Device(StrEnum):
     UNKNOWN = "unknown"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def to_epoch_ms(value: datetime) -> int:
+    """Exact integer milliseconds (floor); ``int(ts.timestamp() * 1000)`` is off by one for some values."""
+    return (value - _EPOCH) // _MS
+
+
 def _parse_timestamp(value: Any) -> datetime:
     """RFC 3339 string with an offset, or integer epoch milliseconds; always returned in UTC."""
     if isinstance(value, bool):
@@ -63,7 +72,7 @@ def _parse_timestamp(value: Any) -> datetime:
             raise ValueError(f"epoch milliseconds {value} is before 1973; was it sent in seconds?")
         if value >= _MAX_EPOCH_MS:
             raise ValueError(f"epoch milliseconds {value} is after 2100")
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        return _EPOCH + timedelta(milliseconds=value)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("datetime has no timezone; RFC 3339 needs an offset such as Z or +01:00")
@@ -81,7 +90,7 @@ def _parse_timestamp(value: Any) -> datetime:
         if parsed.tzinfo is None:
             raise ValueError("timestamp has no UTC offset; RFC 3339 needs one such as Z or +01:00")
         parsed = parsed.astimezone(UTC)
-        epoch_ms = int(parsed.timestamp() * 1000)
+        epoch_ms = to_epoch_ms(parsed)
         if not _MIN_EPOCH_MS <= epoch_ms < _MAX_EPOCH_MS:
             raise ValueError("timestamp outside the accepted range 1973..2100")
         return parsed
@@ -183,7 +192,7 @@ class InteractionEvent(ContractModel):
 
     @property
     def epoch_ms(self) -> int:
-        return int(self.timestamp.timestamp() * 1000)
+        return to_epoch_ms(self.timestamp)
 
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json().encode()

@@ -80,6 +80,14 @@ def test_epoch_millis_and_missing_optional_fields_are_accepted() -> None:
     assert event.schema_version == 1
 
 
+@pytest.mark.parametrize("millis", [273_990_042_247, 1_764_324_930_001, 1_700_000_000_999])
+def test_epoch_milliseconds_are_exact_both_ways(millis: int) -> None:
+    # Float arithmetic (timestamp() * 1000) gives 273990042246 for the first value.
+    event = decode_interaction(encode(with_("timestamp", millis)))
+    assert event.epoch_ms == millis
+    assert decode_interaction(event.to_json_bytes()).epoch_ms == millis
+
+
 MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("not json", b"{not json", "<payload>", "not valid JSON"),
     ("truncated json", encode(VALID)[:-3], "<payload>", "not valid JSON"),
