@@ -459,8 +459,15 @@ def test_env_var_names_are_checked_against_settings_classes(name: str, ok: bool)
 def test_app_settings_classes_and_commands_are_registered_with_the_cli() -> None:
     cli = streamrec_cli()
     names = {cls.__name__ for cls in cli.settings}
-    assert {"KafkaSettings", "StreamsSettings", "ApiSettings", "ServingSettings", "TrainerSettings"} <= names
-    assert {"worker", "api", "serve", "train", "features"} <= cli.commands
+    assert {
+        "KafkaSettings",
+        "StreamsSettings",
+        "ApiSettings",
+        "ServingSettings",
+        "TrainerSettings",
+        "ConsumersSettings",
+    } <= names
+    assert {"worker", "api", "serve", "train", "features", "archive"} <= cli.commands
 
 
 @pytest.mark.parametrize(

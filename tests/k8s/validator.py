@@ -40,8 +40,6 @@ APP_ENV_PREFIXES = (
     "STREAMREC_CONSUMERS_",
 )
 WELL_KNOWN_ENV = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "TRITON_URL")
-#: Commands whose plugin is not written yet: accepted while that plugin (entry-point name) fails to import.
-PENDING_COMMANDS = {"archive": "consumers"}
 #: Images whose entrypoint is the ``streamrec`` CLI.
 STREAMREC_IMAGES = ("ghcr.io/streamrec/streamrec:", "ghcr.io/streamrec/streamrec-triton:")
 #: What each command writes (settings class, field, "dir" or "file"): it must be on a writable volume.
@@ -77,11 +75,11 @@ _SHELL_SEPARATORS = {";", "&&", "||", "|", "&", "(", ")"}
 
 @dataclass(frozen=True)
 class Cli:
-    """streamrec's command line as the images run it: core commands plus every plugin that imports."""
+    """streamrec's command line as the images run it: core commands plus every app plugin that imports (one
+    that does not import adds no command, so its containers' arguments do not parse)."""
 
     settings: tuple[type[BaseSettings], ...]
     commands: frozenset[str]
-    failed_plugins: frozenset[str]
     parser: Any
 
 
@@ -91,13 +89,8 @@ def streamrec_cli() -> Cli:
     from streamrec.cli.plugins import load_plugins
 
     registry = core_registry()
-    failed = load_plugins(registry)
-    return Cli(
-        tuple(registry.settings),
-        frozenset(registry.commands),
-        frozenset(f.split(" ", 1)[0] for f in failed),
-        build_parser(registry),
-    )
+    load_plugins(registry)
+    return Cli(tuple(registry.settings), frozenset(registry.commands), build_parser(registry))
 
 
 def env_var_problem(name: str, classes: Iterable[type[BaseSettings]] | None = None) -> str | None:
@@ -118,14 +111,11 @@ def env_var_problem(name: str, classes: Iterable[type[BaseSettings]] | None = No
 
 
 def cli_problem(argv: list[str]) -> str | None:
-    """Why ``streamrec ARGV`` does not parse (None when it parses, or names a pending command)."""
-    cli = streamrec_cli()
-    if argv and argv[0] not in cli.commands and PENDING_COMMANDS.get(argv[0]) in cli.failed_plugins:
-        return None
+    """Why ``streamrec ARGV`` does not parse (None when it parses)."""
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            cli.parser.parse_args(argv)
+            streamrec_cli().parser.parse_args(argv)
     except SystemExit as exc:
         if exc.code not in (0, None):
             message = stderr.getvalue().strip().splitlines()
