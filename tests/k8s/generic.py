@@ -5,11 +5,13 @@ Kubernetes linter there, pins packaging<24 and networkx<2.7), so only these are 
 security profile, pinned images, bounded resources (quantities parsed by ``kubernetes.utils``), probes on
 long-running containers, and references between objects (selectors that select, names that resolve, the
 GPU scheduling chain). Label selectors are compared by ``matchLabels`` (the manifests use no
-``matchExpressions``).
+``matchExpressions``). :func:`container_env` resolves a container's environment as the kubelet does, for
+streamrec's own checks, and reports the references that do not resolve.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -19,6 +21,7 @@ from tests.k8s.manifests import Bundle, Doc, PodTemplate
 
 GPU = "nvidia.com/gpu"
 GPU_FAMILIES = ("g5", "g6", "p4", "p5")  # what the Triton and trainer images are built and sized for
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 _PINNED = re.compile(r"^[^@]+:[^/:@]+$|@sha256:[0-9a-f]{64}$")
 #: Restricted pod security: (field, value it must have, message); container fields override the pod's.
 _SECURITY = (
@@ -292,3 +295,66 @@ def check_karpenter(bundle: Bundle) -> list[str]:
 
 def check_generic(bundle: Bundle) -> list[str]:
     return check_pods(bundle) + check_references(bundle) + check_kafka(bundle) + check_karpenter(bundle)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A container's environment, resolved as the kubelet does
+
+
+def _data(bundle: Bundle, kind: str, name: str | None) -> dict[str, str] | None:
+    """A ConfigMap's data or a Secret's values (data decoded, then stringData); None when it is not there."""
+    doc = bundle.get(kind, name or "")
+    if doc is None:  # a Secret the Strimzi operator makes: its keys, values unknown here
+        keys = secret_keys(bundle, name) if kind == "Secret" else None
+        return None if keys is None else dict.fromkeys(keys, "")
+    data = {k: str(v) for k, v in (doc.obj.get("data") or {}).items()}
+    if kind == "Secret":
+        data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
+        data |= {k: str(v) for k, v in (doc.obj.get("stringData") or {}).items()}
+    return data
+
+
+def container_env(c: dict[str, Any], bundle: Bundle) -> tuple[dict[str, str], list[str]]:
+    """The environment a container's process gets (envFrom, then env in order with $(VAR) expanded), and the
+    references that do not resolve (ConfigMaps, Secrets, keys, $(VAR) in env, command and args)."""
+    env: dict[str, str] = {}
+    problems = []
+    for ef in c.get("envFrom") or []:
+        kind, ref = (
+            ("ConfigMap", ef["configMapRef"])
+            if "configMapRef" in ef
+            else ("Secret", ef.get("secretRef") or {})
+        )
+        data = _data(bundle, kind, ref.get("name"))
+        if data is None and not ref.get("optional"):
+            problems.append(f"envFrom {kind} {ref.get('name')!r} is not defined")
+        env |= {ef.get("prefix", "") + k: v for k, v in (data or {}).items()}
+    for e in c.get("env") or []:
+        name, src = e["name"], e.get("valueFrom") or {}
+        for kind, key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+            if key in src:
+                data = _data(bundle, kind, src[key].get("name")) or {}
+                if src[key].get("key") not in data:
+                    problems.append(
+                        f"env {name}: {kind} {src[key].get('name')!r} has no key {src[key].get('key')!r}"
+                    )
+                env[name] = data.get(src[key].get("key"), "")
+        if not src:
+            problems += [
+                f"env {name} references $({r}), which is not defined before it"
+                for r in _VAR_REF.findall(str(e.get("value", "")))
+                if r not in env
+            ]
+            env[name] = expand(str(e.get("value", "")), env)
+    for part in ("command", "args"):
+        refs = {r for arg in c.get(part) or [] for r in _VAR_REF.findall(str(arg))}
+        problems += [
+            f"{part} references $({r}), which the container's environment lacks"
+            for r in sorted(refs - set(env))
+        ]
+    return env, problems
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion (unknown references stay as they are)."""
+    return _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), value)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import difflib
 import io
@@ -28,7 +27,7 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from tests.k8s.generic import brokers, secret_keys
+from tests.k8s.generic import brokers, container_env, expand
 from tests.k8s.manifests import Bundle, Doc, PodTemplate
 
 #: Prefixes of app settings; one whose settings class is not registered (app not installed) is accepted.
@@ -65,7 +64,6 @@ BINDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("worker",): ("StreamsSettings", "web_host", "web_port"),
 }
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 _SHELL_SEPARATORS = {";", "&&", "||", "|", "&", "(", ")"}
 
 
@@ -123,17 +121,12 @@ def cli_problem(argv: list[str]) -> str | None:
     return None
 
 
-def _expand(value: str, env: dict[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion (unknown references stay as they are)."""
-    return _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), value)
-
-
 def streamrec_invocations(c: dict[str, Any], env: dict[str, str] | None = None) -> list[list[str]]:
     """Argument lists a container passes to ``streamrec``: a streamrec image's entrypoint with ``args``,
     ``command: [streamrec, ...]``, or ``streamrec ...`` commands of an ``sh -c`` script; $(VAR) expanded."""
     env = env or {}
-    command = [_expand(str(x), env) for x in c.get("command") or []]
-    args = [_expand(str(x), env) for x in c.get("args") or []]
+    command = [expand(str(x), env) for x in c.get("command") or []]
+    args = [expand(str(x), env) for x in c.get("args") or []]
     if not command:
         return [args] if str(c.get("image", "")).startswith(STREAMREC_IMAGES) else []
     if Path(command[0]).name == "streamrec":
@@ -154,64 +147,6 @@ def streamrec_invocations(c: dict[str, Any], env: dict[str, str] | None = None) 
                     end = next((j for j, t in enumerate(rest) if t in _SHELL_SEPARATORS), len(rest))
                     out.append(rest[:end])
     return out
-
-
-# ------------------------------------------------------------------------------------------------------------
-# A container's environment, resolved as the kubelet does
-
-
-def _data(bundle: Bundle, kind: str, name: str | None) -> dict[str, str] | None:
-    """A ConfigMap's data or a Secret's values (data decoded, then stringData); None when it is not there."""
-    doc = bundle.get(kind, name or "")
-    if doc is None:  # a Secret the Strimzi operator makes: its keys, values unknown here
-        keys = secret_keys(bundle, name) if kind == "Secret" else None
-        return None if keys is None else dict.fromkeys(keys, "")
-    data = {k: str(v) for k, v in (doc.obj.get("data") or {}).items()}
-    if kind == "Secret":
-        data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
-        data |= {k: str(v) for k, v in (doc.obj.get("stringData") or {}).items()}
-    return data
-
-
-def container_env(c: dict[str, Any], bundle: Bundle) -> tuple[dict[str, str], list[str]]:
-    """The environment a container's process gets (envFrom, then env in order with $(VAR) expanded), and the
-    references that do not resolve (ConfigMaps, Secrets, keys, $(VAR) in env, command and args)."""
-    env: dict[str, str] = {}
-    problems = []
-    for ef in c.get("envFrom") or []:
-        kind, ref = (
-            ("ConfigMap", ef["configMapRef"])
-            if "configMapRef" in ef
-            else ("Secret", ef.get("secretRef") or {})
-        )
-        data = _data(bundle, kind, ref.get("name"))
-        if data is None and not ref.get("optional"):
-            problems.append(f"envFrom {kind} {ref.get('name')!r} is not defined")
-        env |= {ef.get("prefix", "") + k: v for k, v in (data or {}).items()}
-    for e in c.get("env") or []:
-        name, src = e["name"], e.get("valueFrom") or {}
-        for kind, key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
-            if key in src:
-                data = _data(bundle, kind, src[key].get("name")) or {}
-                if src[key].get("key") not in data:
-                    problems.append(
-                        f"env {name}: {kind} {src[key].get('name')!r} has no key {src[key].get('key')!r}"
-                    )
-                env[name] = data.get(src[key].get("key"), "")
-        if not src:
-            problems += [
-                f"env {name} references $({r}), which is not defined before it"
-                for r in _VAR_REF.findall(str(e.get("value", "")))
-                if r not in env
-            ]
-            env[name] = _expand(str(e.get("value", "")), env)
-    for part in ("command", "args"):
-        refs = {r for arg in c.get(part) or [] for r in _VAR_REF.findall(str(arg))}
-        problems += [
-            f"{part} references $({r}), which the container's environment lacks"
-            for r in sorted(refs - set(env))
-        ]
-    return env, problems
 
 
 @contextlib.contextmanager
