@@ -297,6 +297,7 @@ async function render(items, meta) {
   }
   cards.replaceChildren(...nodes);
   $("empty").hidden = items.length > 0;
+  $("anonymous-note").hidden = !anonymous;
   const who = meta.user === null ? "anonymous" : `user ${meta.user}`;
   $("list-title").textContent = `Top ${items.length} for ${who}`;
   $("list-meta").textContent =
