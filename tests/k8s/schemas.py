@@ -159,11 +159,13 @@ class CrdRegistry:
     def __init__(self, directory: Path) -> None:
         self.schemas: dict[tuple[str, str], dict[str, Any]] = {}
         self.served: dict[tuple[str, str], list[str]] = {}  # (group, kind) -> served versions
+        self.namespaced: dict[tuple[str, str], bool] = {}  # (group, kind) -> namespaced (else cluster-scoped)
         for path in sorted(directory.rglob("*.yaml")):
             for crd in yaml.load_all(path.read_text(encoding="utf-8"), Loader=YAML_LOADER):
                 if not crd or crd.get("kind") != "CustomResourceDefinition":
                     continue
                 group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+                self.namespaced[(group, kind)] = crd["spec"]["scope"] == "Namespaced"
                 for version in crd["spec"]["versions"]:
                     if version.get("served"):
                         self.schemas[(f"{group}/{version['name']}", kind)] = version["schema"][
@@ -255,3 +257,29 @@ def check_core_schemas(bundle: Bundle, version: str = K8S_VERSION) -> list[str]:
 
 def check_custom_resources(bundle: Bundle, registry: CrdRegistry, *, partial: bool = False) -> list[str]:
     return [e for d in bundle.docs if not is_core(d) for e in registry.validate(d, partial=partial)]
+
+
+#: Core kinds that are cluster-scoped (every other core kind the manifests may use is namespaced).
+CLUSTER_SCOPED_CORE = {"Namespace", "PersistentVolume", "StorageClass", "ClusterRole", "ClusterRoleBinding"}
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # Services and Namespaces (DNS-1035)
+
+
+def check_identity(bundle: Bundle, registry: CrdRegistry | None, namespace: str) -> list[str]:
+    """What the API server checks beyond the schemas, for a rendered overlay: names are DNS names, namespaced
+    objects are in ``namespace`` and cluster-scoped ones in none (scopes of custom kinds from their CRDs)."""
+    errors = []
+    for d in bundle.docs:
+        label = d.kind in ("Service", "Namespace")
+        if not (_DNS_LABEL if label else _DNS_SUBDOMAIN).match(d.name) or len(d.name) > 253:
+            errors.append(f"{d.where}: metadata.name {d.name!r} is not a DNS-{1035 if label else 1123} name")
+        if is_core(d):
+            scoped: bool | None = d.kind not in CLUSTER_SCOPED_CORE
+        else:
+            scoped = registry.namespaced.get((d.group, d.kind)) if registry else None
+        ns = (d.obj.get("metadata") or {}).get("namespace")
+        if scoped and ns != namespace:
+            errors.append(f"{d.where}: namespaced, but rendered into namespace {ns!r}, not {namespace!r}")
+        if scoped is False and ns is not None:
+            errors.append(f"{d.where}: cluster-scoped, but sets metadata.namespace {ns!r}")
+    return errors

@@ -38,7 +38,14 @@ from tests.k8s.manifests import (
     render,
     yaml_files,
 )
-from tests.k8s.schemas import CrdRegistry, cel_holds, check_core_schemas, check_custom_resources, to_cel
+from tests.k8s.schemas import (
+    CrdRegistry,
+    cel_holds,
+    check_core_schemas,
+    check_custom_resources,
+    check_identity,
+    to_cel,
+)
 from tests.k8s.validator import (
     check_project,
     check_scaled_objects,
@@ -340,10 +347,25 @@ def test_source_manifests_pass_every_check(source_bundle: Bundle) -> None:
 def test_rendered_overlay_passes_every_check(name: str) -> None:
     """The generic and streamrec checks, and the CRD schemas when the vendored CRDs are there."""
     bundle = Bundle(_rendered(name))
-    errors = check_generic(bundle) + check_project(bundle)
-    if schemas.crds_dir().is_dir():
-        errors += check_custom_resources(bundle, CrdRegistry(schemas.crds_dir()))
+    registry = CrdRegistry(schemas.crds_dir()) if schemas.crds_dir().is_dir() else None
+    errors = check_generic(bundle) + check_project(bundle) + check_identity(bundle, registry, "streamrec")
+    if registry is not None:
+        errors += check_custom_resources(bundle, registry)
     assert not errors, _fmt(errors)
+
+
+def test_identity_check_rejects_bad_names_and_misplaced_namespaces(registry: CrdRegistry) -> None:
+    bundle = Bundle(copy.deepcopy(_rendered("gpu")))
+    assert not check_identity(bundle, registry, "streamrec")
+    bundle.get("PodMonitor", "worker").obj["metadata"].pop("namespace")  # type: ignore[union-attr]
+    bundle.get("NodePool", "gpu").obj["metadata"]["namespace"] = "streamrec"  # type: ignore[union-attr]
+    bundle.get("Service", "api").obj["metadata"]["name"] = "1api"  # type: ignore[union-attr]
+    bundle.get("ConfigMap", "streamrec-config").obj["metadata"]["name"] = "Streamrec_Config"  # type: ignore[union-attr]
+    errors = _fmt(check_identity(bundle, registry, "streamrec"))
+    assert "PodMonitor/worker: namespaced, but rendered into namespace None" in errors
+    assert "NodePool/gpu: cluster-scoped, but sets metadata.namespace 'streamrec'" in errors
+    assert "metadata.name '1api' is not a DNS-1035 name" in errors
+    assert "metadata.name 'Streamrec_Config' is not a DNS-1123 name" in errors
 
 
 def test_checks_see_every_streamrec_command_the_manifests_run(source_bundle: Bundle) -> None:
