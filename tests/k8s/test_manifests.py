@@ -52,6 +52,7 @@ from tests.k8s.validator import (
     check_settings_consistency,
     check_streamrec_containers,
     check_triton,
+    check_triton_metrics,
     cli_problem,
     env_var_problem,
     streamrec_cli,
@@ -837,3 +838,17 @@ def test_generic_check_rejects_a_mutated_manifest(
     mutate(obj)
     _replace(source_bundle, kind, name, obj)
     assert message in _fmt(check_generic(source_bundle))
+
+
+def test_triton_scaler_queries_that_miss_the_served_ensemble_are_rejected(source_bundle: Bundle) -> None:
+    assert not check_triton_metrics(source_bundle)
+    so = _obj(source_bundle, "ScaledObject", "triton")
+    for trigger in so["spec"]["triggers"]:
+        query = trigger["metadata"]["query"]
+        trigger["metadata"]["query"] = query.replace('model="recommend"', 'model="recommendations"').replace(
+            'service="triton"', 'service="triton-gpu"'
+        )
+    _replace(source_bundle, "ScaledObject", "triton", so)
+    errors = _fmt(check_triton_metrics(source_bundle))
+    assert "query counts model 'recommendations'; the repository serves ['recommend']" in errors
+    assert "query reads service 'triton-gpu', which selects no triton pod" in errors

@@ -6,7 +6,7 @@
   from its resolved environment, its servers bind the pod's address on a declared port, and what it writes
   lies on a writable volume (root filesystems are read-only).
 - Triton serves the model repository ``streamrec serve prepare`` renders, in the model-control mode prepare
-  needs, loading through its own pod.
+  needs, loading through its own pod; KEDA's queries on Triton count the ensemble that repository serves.
 - KEDA's Kafka scalers watch a defined topic with ``maxReplicaCount`` at most its partitions, through the
   listener the bootstrap address names; the settings ConfigMap agrees with the KafkaTopics.
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from tests.k8s.generic import brokers, container_env, expand
+from tests.k8s.generic import brokers, container_env, expand, selects
 from tests.k8s.manifests import Bundle, Doc, PodTemplate
 
 #: Prefixes of app settings; one whose settings class is not registered (app not installed) is accepted.
@@ -362,6 +362,38 @@ def check_triton(bundle: Bundle, runs: list[ContainerRun] | None = None) -> list
     return errors
 
 
+def check_triton_metrics(bundle: Bundle, runs: list[ContainerRun] | None = None) -> list[str]:
+    """KEDA's Prometheus queries on a Triton Deployment name the ensemble its repository serves
+    (``TritonSettings.ensemble_model`` of the pod's ``serve prepare``) and a Service that selects its pods."""
+    errors = []
+    runs = streamrec_runs(bundle) if runs is None else runs
+    for so in bundle.of("ScaledObject"):
+        target = so.obj["spec"]["scaleTargetRef"].get("name")
+        served = {
+            str(r.settings["TritonSettings"].ensemble_model)
+            for r in runs
+            if r.pod.doc.kind == "Deployment" and r.pod.doc.name == target and "TritonSettings" in r.settings
+            for argv in r.invocations
+            if argv[:2] == ["serve", "prepare"]
+        }
+        if not served:
+            continue  # not a Triton Deployment
+        pod = next((p for p in bundle.pods() if p.doc.kind == "Deployment" and p.doc.name == target), None)
+        for t in so.obj["spec"].get("triggers") or []:
+            query = str((t.get("metadata") or {}).get("query", "")) if t.get("type") == "prometheus" else ""
+            for model in sorted(set(re.findall(r'\bmodel="([^"]*)"', query)) - served):
+                errors.append(
+                    f"{so.where}: query counts model {model!r}; the repository serves {sorted(served)}"
+                )
+            for service in sorted(set(re.findall(r'\bservice="([^"]*)"', query))):
+                svc = bundle.get("Service", service)
+                if pod is None or svc is None or not selects(svc.obj["spec"].get("selector"), pod.labels):
+                    errors.append(
+                        f"{so.where}: query reads service {service!r}, which selects no {target} pod"
+                    )
+    return errors
+
+
 def topics(bundle: Bundle) -> dict[str, Doc]:
     """Kafka topic name (spec.topicName, else metadata.name) -> KafkaTopic."""
     return {d.obj["spec"].get("topicName") or d.name: d for d in bundle.of("KafkaTopic")}
@@ -449,6 +481,7 @@ def check_project(bundle: Bundle) -> list[str]:
     return (
         check_streamrec_containers(bundle, runs)
         + check_triton(bundle, runs)
+        + check_triton_metrics(bundle, runs)
         + check_scaled_objects(bundle)
         + (check_settings_consistency(bundle) if bundle.get("ConfigMap", "streamrec-config") else [])
     )
