@@ -135,7 +135,14 @@ def _cel_rules(
 ) -> Iterator:
     activation = to_cel({"self": instance})
     for rule in rules:
-        if not is_transition_rule(rule["rule"]) and not cel_holds(rule["rule"], activation):
+        if is_transition_rule(rule["rule"]):
+            continue
+        try:
+            holds = cel_holds(rule["rule"], activation)
+        except celpy.CELParseError as exc:
+            yield ValidationError(f"CEL rule does not compile ({exc}): {rule['rule']}")
+            continue
+        if not holds:
             yield ValidationError(f"{cel_message(rule, activation)} (CEL: {rule['rule']})")
 
 

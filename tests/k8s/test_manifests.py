@@ -273,6 +273,8 @@ def test_crd_validation_rejects_unknown_fields_duplicates_and_failed_cel_rules()
     ):
         assert message in _fmt([e.message for e in validator.iter_errors(bad)]), bad
     assert not list(schemas.PatchValidator(schema).iter_errors({"low": 12})), "patches: no required, no CEL"
+    broken = schemas.CrdValidator({"type": "object", "x-kubernetes-validations": [{"rule": "self.a =="}]})
+    assert "CEL rule does not compile" in _fmt([e.message for e in broken.iter_errors({})])
 
 
 @pytest.mark.parametrize(
