@@ -12,6 +12,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from streams.faust_compat import OffsetBook
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -133,7 +135,7 @@ def make_lag_sensor(metrics: WorkerMetrics, topics: Iterable[str], consumer: Cal
                 assigned = [tp for tp in cons.assignment() if tp.topic in watched]
             except Exception:  # consumer not started or mid-rebalance: keep the last values
                 return
-            committed_map = getattr(cons, "_committed_offset", {})
+            committed_map = OffsetBook(cons).committed()
             for tp in self.labelled - set(assigned):  # revoked: their lag is another worker's now
                 self.labelled.discard(tp)
                 self.read.pop(tp, None)

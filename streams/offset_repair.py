@@ -19,6 +19,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from streams.faust_compat import OffsetBook
+
 log = logging.getLogger(__name__)
 
 
@@ -56,11 +58,9 @@ class OffsetGapRepair:
         self._suspects: dict[Any, tuple[int, int]] = {}
 
     def snapshot(self) -> dict[Any, tuple[int, int]]:
-        consumer = self.consumer()
-        # Faust internals (faust-streaming 0.15): committed offsets, acknowledged offsets, tracked messages.
-        acked = {tp: list(v) for tp, v in consumer._acked.items() if tp.topic in self.topics}
-        in_flight = [(m.tp, m.offset) for m in list(consumer._unacked_messages) if m.tp.topic in self.topics]
-        return lost_heads(dict(consumer._committed_offset), acked, in_flight)
+        book = OffsetBook(self.consumer())
+        in_flight = [(m.tp, m.offset) for m in book.in_flight(self.topics)]
+        return lost_heads(book.committed(), book.acked(self.topics), in_flight)
 
     async def check(self) -> list[Any]:
         found = self.snapshot()

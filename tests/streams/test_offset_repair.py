@@ -19,6 +19,7 @@ class TP:
 class Msg:
     tp: TP
     offset: int
+    refcount: int = 1
 
 
 A, B = TP("in", 0), TP("in", 1)

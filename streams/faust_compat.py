@@ -1,0 +1,129 @@
+"""Every use of faust-streaming beyond its public API, in one place, for the versions it was checked against.
+
+The worker needs four things Faust does not expose publicly:
+
+* **the current event** (``faust.streams._current_event``): a table write goes to the changelog partition of
+  the task's current event; batches from ``take_events`` have none, so :func:`acting_as` binds one;
+* **a changelog topic rebuilt** after the table's serializers change (``Table._new_changelog_topic``): Faust
+  derives them from model types, and our values are plain dataclasses with their own codecs;
+* **the consumer's offset bookkeeping** (``Consumer._committed_offset``, ``_acked``, ``_unacked_messages``):
+  read by the offset-gap repair, the lag gauges and ``/debug/tasks`` (:class:`OffsetBook`);
+* **codec hooks** (``Codec._dumps``/``_loads``): Faust's documented way to add a codec, wrapped by
+  :func:`register_codec` so nothing else subclasses Faust's codec class.
+
+:func:`check_faust_version` runs at worker start (and when the app is built) and refuses a faust-streaming
+outside :data:`TESTED_FAUST` with one precise line, instead of failing later in the middle of a rebalance.
+When upgrading Faust: re-run ``tests/streams`` (the kill -9, recovery and offset-repair tests exercise each
+of these), then widen the range.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from streamrec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from faust.types import TP, EventT, TableT
+
+#: faust-streaming releases whose internals (above) this module was checked against.
+TESTED_FAUST = SpecifierSet(">=0.15.0,<0.16")
+FAUST_DISTRIBUTION = "faust-streaming"
+
+
+def check_faust_version(installed: str | None = None) -> str:
+    """The installed faust-streaming version; :class:`ConfigError` when missing or outside :data:`TESTED_FAUST`."""
+    if installed is None:
+        try:
+            installed = metadata.version(FAUST_DISTRIBUTION)
+        except metadata.PackageNotFoundError:
+            raise ConfigError(
+                f"{FAUST_DISTRIBUTION} is not installed; the worker needs {FAUST_DISTRIBUTION}{TESTED_FAUST}",
+                source=FAUST_DISTRIBUTION,
+            ) from None
+    try:
+        version = Version(installed)
+    except InvalidVersion:
+        raise ConfigError(f"unparsable {FAUST_DISTRIBUTION} version {installed!r}", source=FAUST_DISTRIBUTION) from None
+    if version not in TESTED_FAUST:
+        raise ConfigError(
+            f"{FAUST_DISTRIBUTION} {installed} is installed, but the worker relies on Faust internals checked only "
+            f"with {FAUST_DISTRIBUTION}{TESTED_FAUST} (streams/faust_compat.py): install a version in that range",
+            source=FAUST_DISTRIBUTION,
+        )
+    return installed
+
+
+@contextmanager
+def acting_as(event: EventT) -> Iterator[None]:
+    """Make ``event`` Faust's current event for the duration of the block (task-local: a context variable)."""
+    from faust import streams as faust_streams
+
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
+
+
+def set_table_serializers(table: TableT, key_serializer: str, value_serializer: str) -> None:
+    """Give ``table`` its own codecs, rebuilding its changelog topic so that recovery decodes with them too."""
+    collection: Any = table  # faust.tables.base.Collection: TableT does not declare the serializers
+    collection.key_serializer = key_serializer
+    collection.value_serializer = value_serializer
+    collection.changelog_topic = collection._new_changelog_topic()
+
+
+def register_codec(name: str, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]) -> None:
+    """Register a Faust codec ``name`` (usable as a table's ``value_serializer``) from two functions."""
+    from faust.serializers import codecs
+
+    class FunctionCodec(codecs.Codec):  # type: ignore[misc]
+        def _dumps(self, obj: Any) -> bytes:
+            return dumps(obj)
+
+        def _loads(self, s: bytes) -> Any:
+            return loads(s)
+
+    codecs.register(name, FunctionCodec())
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A message taken from the consumer and not yet acknowledged."""
+
+    tp: TP
+    offset: int
+    refcount: int
+
+
+class OffsetBook:
+    """Read-only view of a Faust consumer's offset bookkeeping (copies: the consumer mutates its own)."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+
+    def committed(self) -> dict[TP, int | None]:
+        """Per partition, the next offset to read after the last commit (None: nothing committed yet)."""
+        return dict(self.consumer._committed_offset)
+
+    def acked(self, topics: set[str] | None = None) -> dict[TP, list[int]]:
+        """Acknowledged offsets not yet covered by a commit, per partition."""
+        book: Mapping[TP, list[int]] = self.consumer._acked
+        return {tp: list(offsets) for tp, offsets in list(book.items()) if topics is None or tp.topic in topics}
+
+    def in_flight(self, topics: set[str] | None = None) -> list[InFlight]:
+        """Messages handed to a stream and not yet acknowledged."""
+        return [
+            InFlight(m.tp, m.offset, m.refcount)
+            for m in list(self.consumer._unacked_messages)
+            if topics is None or m.tp.topic in topics
+        ]

@@ -1,0 +1,175 @@
+"""The worker's resources, created on its event loop: Redis clients, Feast pusher, refresher, processors.
+
+Also the adapters between Faust and the processors' ports: :class:`FaustTable` (``StateTable`` over a Faust
+table) and :class:`RedisScores` (``ScoresPort`` over the popularity sorted set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from streamrec.bloom import AsyncSeenItemStore
+from streams.faust_compat import acting_as
+from streams.metrics import WorkerMetrics
+from streams.processors import InteractionsProcessor, ItemsProcessor, Send
+from streams.pusher import MicroBatchPusher
+from streams.recs import AutoSource, PipelineSource, RecommendationSource, Refresher, StreamingPopularity
+from streams.state import DedupeLimits
+
+if TYPE_CHECKING:
+    from faust.types import TableT
+
+    from streams.interfaces import WorkerConfig, WorkerTables
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "streamrec-worker"
+
+
+class FaustTable:
+    """The processors' StateTable over a Faust table with bytes keys.
+
+    ``put`` does what ``table[key] = value`` does (changelog message, then the local store) but keeps the
+    changelog message's future, so that :meth:`durable` can wait for the broker's acknowledgement. Faust's
+    own pre-commit flush of its send-soon buffer gives up after 100 ms without progress, so on a busy
+    machine a commit could otherwise overtake the changelog write it covers.
+
+    A table write goes to the changelog partition of the *current event*; each key is written with its own
+    last event bound as current (:func:`streams.faust_compat.acting_as`), so user ``u`` always lands in the
+    changelog partition of its source partition, and recovery after a rebalance restores it on whichever
+    worker owns that partition.
+    """
+
+    def __init__(self, table: TableT) -> None:
+        self.table = table
+        self._pending: list[Any] = []
+
+    def get(self, key: str) -> Any:
+        return self.table.get(key.encode())
+
+    def put(self, key: str, value: Any, handle: Any) -> None:
+        raw_key = key.encode()
+        with acting_as(handle):
+            fut = self.table.send_changelog(self.table.partition_for_key(raw_key), raw_key, value)
+        self.table.data[raw_key] = value
+        self._pending.append(fut)
+
+    async def durable(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
+
+
+class RedisScores:
+    """Item popularity for the fallback recommender: one sorted set, scores set absolutely (idempotent)."""
+
+    def __init__(self, store: AsyncSeenItemStore, key: str) -> None:
+        self.store = store
+        self.key = key
+
+    async def update(self, scores: Mapping[str, float]) -> None:
+        await self.store.client.zadd(self.key, dict(scores))
+
+
+class Runtime:
+    """Created with the app, started by the first agent on the event loop, closed before shutdown."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        metrics: WorkerMetrics,
+        tables: WorkerTables,
+        dlq: Send,
+        by_item: Send,
+        recommendations: Send,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.tables = tables
+        self.dlq = dlq
+        self.by_item = by_item
+        self.recommendations = recommendations
+        self._lock = asyncio.Lock()
+        self.interactions: InteractionsProcessor | None = None
+        self.items: ItemsProcessor | None = None
+        self.store: AsyncSeenItemStore | None = None
+        self.pusher: MicroBatchPusher | None = None
+        self.refresher: Refresher | None = None
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self.interactions is not None:
+                return
+            cfg, s = self.config, self.config.streams
+            self.store = store = await AsyncSeenItemStore.connect(cfg.redis, cfg.bloom)
+            log.info("Bloom backend: %s", store.backend.name)
+            if cfg.push is not None:
+                self.pusher = MicroBatchPusher(
+                    cfg.push,
+                    self.metrics,
+                    flush_ms=s.feast_flush_ms,
+                    flush_rows=s.feast_flush_rows,
+                    max_pending_events=s.feast_max_pending_events,
+                    max_backoff_s=s.retry_max_backoff_s,
+                )
+            if s.recs_enabled:
+                self.refresher = Refresher(
+                    self._recommendation_source(store),
+                    self._send_recommendation,
+                    k=s.recs_k,
+                    debounce_s=s.recs_debounce_ms / 1000.0,
+                    concurrency=s.recs_concurrency,
+                    on_published=self._on_published,
+                )
+            limits = DedupeLimits(max_events=s.dedupe_max_events, window_minutes=max(s.dedupe_window_s // 60, 1))
+            self.interactions = InteractionsProcessor(
+                topic=s.interactions(cfg.kafka),
+                users=FaustTable(self.tables.users),
+                dlq=self.dlq,
+                forward=self.by_item,
+                bloom=store,
+                metrics=self.metrics,
+                category_of=cfg.catalog,
+                limits=limits,
+                by_item_partitions=cfg.partitions,
+                pusher=self.pusher,
+                refresher=self.refresher,
+                component=COMPONENT,
+                max_event_bytes=cfg.kafka.max_event_bytes,
+                max_backoff_s=s.retry_max_backoff_s,
+            )
+            self.items = ItemsProcessor(
+                items=FaustTable(self.tables.items),
+                metrics=self.metrics,
+                scores=RedisScores(store, s.popularity_key),
+                pusher=self.pusher,
+                max_backoff_s=s.retry_max_backoff_s,
+            )
+
+    def _recommendation_source(self, store: AsyncSeenItemStore) -> RecommendationSource:
+        s = self.config.streams
+        fallback = StreamingPopularity(store, s.popularity_key, s.popularity_candidates)
+        if s.recs_source == "popularity":
+            return fallback
+        pipeline = PipelineSource.create(s.recs_concurrency)
+        if s.recs_source == "pipeline" and pipeline is not None:
+            return pipeline
+        return AutoSource(pipeline, fallback)
+
+    async def _send_recommendation(self, user_id: str, payload: bytes) -> None:
+        await self.recommendations(user_id.encode(), payload)
+
+    def _on_published(self, source: str, seconds: float) -> None:
+        self.metrics.recs_published.labels(source).inc()
+        self.metrics.recs_seconds.observe(seconds)
+
+    async def close(self) -> None:
+        if self.pusher is not None:
+            await self.pusher.close()
+        if self.refresher is not None:
+            await self.refresher.close()
+        if self.store is not None:
+            await self.store.close()
