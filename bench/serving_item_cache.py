@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from serving_common import ITEM_VIEW, dump, feast_repo, git_rev, machine, percentiles
 
+from serving.pipeline.contract import FILTERED_CANDIDATES, ITEM_CONTENT
 from serving.pipeline.export import ExportReader
-from serving.pipeline.stages import FILTERED_CANDIDATES, ITEM_CONTENT, ItemFeatureCache, ItemFeatureStage
+from serving.pipeline.stages.item_features import ItemFeatureCache, ItemFeatureStage
 from serving.pipeline.stores import open_feature_store
 from streamrec.features import FEAST_ITEM_ENTITY_KEY
 from streamrec.settings import PathsSettings, RedisSettings
@@ -61,20 +62,20 @@ def main() -> None:
             ).to_dict()
             batched.append((time.perf_counter() - start) * 1000)
             start = time.perf_counter()
-            out = stage.run({FILTERED_CANDIDATES: cand.reshape(1, -1).astype(np.int64)})
+            out = stage.run({FILTERED_CANDIDATES.name: cand.reshape(1, -1).astype(np.int64)})
             cached.append((time.perf_counter() - start) * 1000)
             # Same numbers on every path.
             feast_content = np.array([r["content"][0] for r in rows], dtype=np.float32)
-            if not np.allclose(feast_content, out[ITEM_CONTENT][0], atol=1e-6):
+            if not np.allclose(feast_content, out[ITEM_CONTENT.name][0], atol=1e-6):
                 raise SystemExit("per-item Feast content differs from the cache")
-            if not np.allclose(np.array(batch["content"], dtype=np.float32), out[ITEM_CONTENT][0], atol=1e-6):
+            if not np.allclose(np.array(batch["content"], dtype=np.float32), out[ITEM_CONTENT.name][0], atol=1e-6):
                 raise SystemExit("batched Feast content differs from the cache")
         # The cache stage alone, many calls in a row (its cost without the Feast calls' cache pollution in between).
         loop = []
         for _ in range(2000):
             cand = rng.choice(np.arange(1, n_items + 1), size=args.candidates, replace=False).reshape(1, -1)
             start = time.perf_counter()
-            stage.run({FILTERED_CANDIDATES: cand})
+            stage.run({FILTERED_CANDIDATES.name: cand})
             loop.append((time.perf_counter() - start) * 1000)
         result = {
             "bench": "serving_item_cache",

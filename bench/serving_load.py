@@ -30,7 +30,7 @@ from serving_common import dump, feast_repo, git_rev, machine, percentiles
 from serving.pipeline.export import ExportReader
 from serving.settings import ServingSettings
 from streamrec.pipeline_client import AsyncPipelineClient, RecommendRequest, RecommendResult
-from streamrec.settings import BloomSettings, PathsSettings, RedisSettings, TritonSettings
+from streamrec.settings import BloomSettings, FeastSettings, PathsSettings, RedisSettings, TritonSettings
 
 DEVICES = ("mobile", "desktop", "tablet")
 
@@ -49,14 +49,15 @@ def prepare(export_root: Path, work: Path) -> None:
         triton.model_repository,
         export_root,
         ensemble=triton.ensemble_model,
-        serving=ServingSettings.load(feast_repo=repo, feast_project=project),
+        serving=ServingSettings.load(),
         bloom=BloomSettings.load(),
+        feast=FeastSettings.load(repo=repo, project=project),
         redis_url=redis_url,
         control=control,
         progress=print,
     )
     print(result.line())
-    print(f"API readiness: STREAMREC_SERVING_FEAST_REPO={repo} STREAMREC_SERVING_FEAST_PROJECT={project}")
+    print(f"API and later prepares: STREAMREC_FEAST_REPO={repo} STREAMREC_FEAST_PROJECT={project}")
 
 
 class Target:

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 from serving_common import dump, git_rev, machine, percentiles
 
+from serving.pipeline.config import StageConfig
 from serving.pipeline.export import ExportReader
-from serving.pipeline.factory import StageConfig
-from serving.pipeline.reference import ReferencePipeline, request_tensors
+from serving.pipeline.reference import ReferencePipeline
 from serving.settings import ServingSettings
 from streamrec import artifacts as art
-from streamrec.pipeline_client import RecommendRequest
+from streamrec.pipeline_client import RecommendRequest, request_arrays
 from streamrec.settings import RedisSettings
 
 DEVICES = ("mobile", "desktop", "tablet")
@@ -68,7 +68,6 @@ def main() -> None:
         features_enabled=args.stores,
         bloom_enabled=args.stores,
         torch_threads=args.threads,
-        feast_repo=Path("feature_repo"),
     )
     config = StageConfig(
         export_dir=directory,
@@ -83,7 +82,7 @@ def main() -> None:
     stage_ms: dict[str, list[float]] = {}
     for request in requests(export, args.single, args.k, seed=1):
         start = time.perf_counter()
-        out = pipeline.run(request_tensors([request]))
+        out = pipeline.run(request_arrays([request]))
         sync(args.device)
         single_lat.append((time.perf_counter() - start) * 1000)
         for name, value in out.items():
@@ -92,7 +91,7 @@ def main() -> None:
     batched: dict[str, Any] = {}
     pool = requests(export, 4096, args.k, seed=2)
     for size in (int(b) for b in args.batches.split(",")):
-        tensors = [request_tensors(pool[i : i + size]) for i in range(0, len(pool) - size + 1, size)]
+        tensors = [request_arrays(pool[i : i + size]) for i in range(0, len(pool) - size + 1, size)]
         done, lat, start = 0, [], time.perf_counter()
         i = 0
         while time.perf_counter() - start < args.seconds:

@@ -2,7 +2,8 @@
 # Triton gRPC direct on a GPU machine that has Python 3.12 + torch but not this project's environment (the
 # device tool's machine): unpack the bundle that bench/triton_bundle.sh builds (tritonserver and its libraries,
 # the python-backend stub for 3.12, a numpy-1.26 stub overlay, the pure-Python dependencies, an export), start
-# tritonserver, prepare the repository with GPU instances in each layout, and run the load generator.
+# tritonserver, prepare the repository in each layout (instance_kind=gpu: the model stages and the fused model on
+# GPU instances, the numpy stages of the ensemble on CPU instances), and run the load generator.
 # Feast and Bloom are off (no Valkey there): their stages pass through, so only the compute path and Triton's
 # own overhead are measured.
 #
@@ -40,13 +41,13 @@ import sys
 from pathlib import Path
 from serving.repository import ModelControl, prepare
 from serving.settings import ServingSettings
-from streamrec.settings import BloomSettings
+from streamrec.settings import BloomSettings, FeastSettings
 layout, count, delay, repo, export_root = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 serving = ServingSettings(
     layout=layout, instance_kind="gpu", instance_count=count, max_batch_size=64, batch_delay_us=delay,
     features_enabled=False, bloom_enabled=False, reload_grace_s=0.5,
 )
-result = prepare(Path(repo), Path(export_root), serving=serving, bloom=BloomSettings(),
+result = prepare(Path(repo), Path(export_root), serving=serving, bloom=BloomSettings(), feast=FeastSettings(),
                  redis_url="redis://127.0.0.1:1/0", control=ModelControl("http://127.0.0.1:8000"), progress=print)
 print(result.line(), flush=True)
 PY

@@ -18,7 +18,7 @@ def _progress(message: str) -> None:
 
 def _prepare(args: argparse.Namespace) -> int:
     from serving.repository import ModelControl, prepare
-    from streamrec.settings import BloomSettings, PathsSettings, RedisSettings, TritonSettings
+    from streamrec.settings import BloomSettings, FeastSettings, PathsSettings, RedisSettings, TritonSettings
 
     triton = TritonSettings.load()
     overrides = {}
@@ -35,6 +35,7 @@ def _prepare(args: argparse.Namespace) -> int:
             ensemble=triton.ensemble_model,
             serving=serving,
             bloom=BloomSettings.load(),
+            feast=FeastSettings.load(),
             redis_url=RedisSettings.load().effective_url,
             control=control,
             version=args.version,

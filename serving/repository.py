@@ -5,7 +5,7 @@ Layout (under ``TritonSettings().model_repository``)::
     recommend/config.pbtxt                 ensemble; each step pins ``model_version: <slot>``
     recommend/1/                           (empty version dir the ensemble needs)
     recommend_<stage>/config.pbtxt         python backend, version_policy all
-    recommend_<stage>/<slot>/model.py      shim (copied from serving/model_repository/recommend_<stage>/)
+    recommend_<stage>/<slot>/model.py      the one generic model (serving/model_repository/model.py)
     recommend_<stage>/<slot>/stage.json    StageConfig: export dir and version, settings, Redis URL
     .streamrec-serving.json                state: current slot and export version
 
@@ -36,134 +36,29 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from serving.pipeline.factory import STAGES, StageConfig
-from serving.pipeline.reference import PIPELINE_INPUTS, PIPELINE_OUTPUTS
+from serving.pipeline import model_config
+from serving.pipeline.config import STAGE_CONFIG_FILE, StageConfig
+from serving.pipeline.stages import STAGES, stage_model_name
 from serving.settings import ServingSettings
 from streamrec import artifacts as art
 from streamrec.errors import ConfigError, StoreUnavailableError
-from streamrec.pipeline_client import (
-    IN_DEVICE,
-    IN_K,
-    IN_OPTIONS,
-    IN_TIMESTAMP_MS,
-    IN_USER_ID,
-    OUT_FLAGS,
-    OUT_ITEM_IDS,
-    OUT_ITEM_SCORES,
-    OUT_MODEL_VERSION,
-)
-from streamrec.settings import BloomSettings
+from streamrec.settings import BloomSettings, FeastSettings
 
-TEMPLATES = Path(__file__).parent / "model_repository"
+#: The one python-backend model.py every model version gets (it takes its stage from the model's name).
+MODEL_TEMPLATE = Path(__file__).parent / "model_repository" / "model.py"
 STATE_FILE = ".streamrec-serving.json"
-STAGE_CONFIG_FILE = "stage.json"
-MODEL_PREFIX = "recommend_"
-FUSED_TEMPLATE = TEMPLATES / "recommend" / "model.py"
-
-#: Every tensor of the pipeline: Triton data type and dims (batch dimension excluded).
-TENSORS: dict[str, tuple[str, list[int]]] = {
-    IN_USER_ID: ("TYPE_STRING", [1]),
-    IN_DEVICE: ("TYPE_STRING", [1]),
-    IN_TIMESTAMP_MS: ("TYPE_INT64", [1]),
-    IN_K: ("TYPE_INT32", [1]),
-    IN_OPTIONS: ("TYPE_STRING", [1]),
-    "USER_IDX": ("TYPE_INT64", [1]),
-    "PROFILE_IDX": ("TYPE_INT64", [-1]),
-    "CONTEXT_IDX": ("TYPE_INT64", [3]),
-    "CONTEXT_FLAGS": ("TYPE_INT32", [1]),
-    "RECENT_ITEMS": ("TYPE_INT64", [-1]),
-    "USER_DENSE": ("TYPE_FP32", [-1]),
-    "FEATURE_FLAGS": ("TYPE_INT32", [1]),
-    "QUERY": ("TYPE_FP32", [-1]),
-    "CANDIDATES": ("TYPE_INT64", [-1]),
-    "BLOOM_CANDIDATES": ("TYPE_INT64", [-1]),
-    "BLOOM_FLAGS": ("TYPE_INT32", [1]),
-    "FILTERED_CANDIDATES": ("TYPE_INT64", [-1]),
-    "ITEM_CATEGORY": ("TYPE_INT64", [-1]),
-    "ITEM_CONTENT": ("TYPE_FP32", [-1, -1]),
-    "RANK_SCORES": ("TYPE_FP32", [-1]),
-    OUT_ITEM_IDS: ("TYPE_STRING", [-1]),
-    OUT_ITEM_SCORES: ("TYPE_FP32", [-1]),
-    OUT_MODEL_VERSION: ("TYPE_STRING", [1]),
-    OUT_FLAGS: ("TYPE_INT32", [1]),
-}
-
-
-def model_name(stage: str) -> str:
-    return f"{MODEL_PREFIX}{stage}"
-
-
-def timing_name(stage: str) -> str:
-    return f"MS_{stage.upper()}"
-
-
-def pipeline_outputs() -> list[str]:
-    """What the ensemble and the fused model answer: results, then every stage's timing."""
-    return [*PIPELINE_OUTPUTS, *(timing_name(s) for s in STAGES)]
-
-
-def tensor_spec(name: str) -> tuple[str, list[int]]:
-    if name.startswith("MS_"):
-        return "TYPE_FP32", [1]
-    return TENSORS[name]
-
-
-def _io_block(kind: str, names: list[str]) -> str:
-    rows = []
-    for name in names:
-        dtype, dims = tensor_spec(name)
-        rows.append(f'  {{ name: "{name}" data_type: {dtype} dims: [ {", ".join(str(d) for d in dims)} ] }}')
-    return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
 
 
 def render_stage_config(stage: str, serving: ServingSettings) -> str:
-    cls = STAGES[stage]
-    return _python_model_config(
-        model_name(stage), list(cls.inputs), [*cls.outputs, timing_name(stage)], "{ all { } }", serving
-    )
+    return model_config.render(model_config.stage_model(stage, serving))
 
 
 def render_fused_config(name: str, serving: ServingSettings) -> str:
-    return _python_model_config(
-        name, list(PIPELINE_INPUTS), pipeline_outputs(), "{ latest { num_versions: 1 } }", serving
-    )
-
-
-def _python_model_config(
-    name: str, inputs: list[str], outputs: list[str], version_policy: str, serving: ServingSettings
-) -> str:
-    kind = "KIND_GPU" if serving.instance_kind == "gpu" else "KIND_CPU"
-    text = (
-        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {serving.max_batch_size}\n'
-        + _io_block("input", inputs)
-        + _io_block("output", outputs)
-        + f"version_policy: {version_policy}\n"
-        + f"instance_group [ {{ count: {serving.instance_count} kind: {kind} }} ]\n"
-    )
-    if serving.batch_delay_us >= 0 and serving.max_batch_size > 1:
-        # Every stage runs a whole batch at once (one torch call, one Feast read, one Redis round trip), so
-        # under load Triton's dynamic batcher turns N stub round trips into one.
-        text += f"dynamic_batching {{ max_queue_delay_microseconds: {serving.batch_delay_us} }}\n"
-    return text
+    return model_config.render(model_config.fused_model(name, serving))
 
 
 def render_ensemble_config(name: str, slot: int, serving: ServingSettings) -> str:
-    steps = []
-    for stage, cls in STAGES.items():
-        inputs = " ".join(f'input_map {{ key: "{t}" value: "{t}" }}' for t in cls.inputs)
-        outputs = " ".join(f'output_map {{ key: "{t}" value: "{t}" }}' for t in (*cls.outputs, timing_name(stage)))
-        steps.append(
-            f'    {{ model_name: "{model_name(stage)}" model_version: {slot}\n      {inputs}\n      {outputs} }}'
-        )
-    return (
-        f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {serving.max_batch_size}\n'
-        + _io_block("input", list(PIPELINE_INPUTS))
-        + _io_block("output", pipeline_outputs())
-        + "ensemble_scheduling {\n  step [\n"
-        + ",\n".join(steps)
-        + "\n  ]\n}\n"
-        + f'parameters {{ key: "slot" value: {{ string_value: "{slot}" }} }}\n'
-    )
+    return model_config.render(model_config.ensemble_model(name, slot, serving))
 
 
 @dataclass
@@ -253,7 +148,7 @@ class PrepareResult:
 def remove(repo: Path, ensemble: str = "recommend", control: ModelControl | None = None) -> None:
     """Unload (if Triton is reachable) and delete the ensemble and its stages from the repository."""
     repo = Path(repo)
-    names = [ensemble, *(model_name(s) for s in STAGES)]
+    names = [ensemble, *(stage_model_name(s) for s in STAGES)]
     if control is not None and control.live():
         for name in names:
             control.unload(name)
@@ -285,7 +180,7 @@ def _write_if_changed(path: Path, text: str) -> bool:
 
 def _slot_export_exists(repo: Path, stage: str, slot: int) -> bool:
     try:
-        config = json.loads((repo / model_name(stage) / str(slot) / STAGE_CONFIG_FILE).read_text())
+        config = json.loads((repo / stage_model_name(stage) / str(slot) / STAGE_CONFIG_FILE).read_text())
         return (Path(config["export_dir"]) / art.METADATA_FILE).is_file()
     except (OSError, ValueError, KeyError):
         return False
@@ -298,7 +193,7 @@ def _versions(model_dir: Path) -> list[int]:
 
 
 def _stage_versions(repo: Path, stage: str) -> list[int]:
-    return _versions(repo / model_name(stage))
+    return _versions(repo / stage_model_name(stage))
 
 
 def prepare(
@@ -308,6 +203,7 @@ def prepare(
     ensemble: str = "recommend",
     serving: ServingSettings | None = None,
     bloom: BloomSettings | None = None,
+    feast: FeastSettings | None = None,
     redis_url: str,
     control: ModelControl | None = None,
     version: str | None = None,
@@ -317,8 +213,7 @@ def prepare(
     """Materialise the repository for ``version`` (default: CURRENT) and, if Triton is reachable, switch to it."""
     serving = serving or ServingSettings.load()
     # Stages run with Triton's working directory: every path they read must be absolute.
-    registry = serving.feast_registry.resolve() if serving.feast_registry is not None else None
-    serving = serving.model_copy(update={"feast_repo": serving.feast_repo.resolve(), "feast_registry": registry})
+    feast = (feast or FeastSettings.load()).resolved()
     bloom = bloom or BloomSettings.load()
     repo = Path(repo).resolve()
     version = version or art.read_current(export_root)
@@ -327,7 +222,7 @@ def prepare(
     if serving.instance_kind == "gpu" and serving.instance_count < 1:
         raise ConfigError("needs at least one instance", source="STREAMREC_SERVING_INSTANCE_COUNT")
     stage_config = StageConfig(
-        export_dir=export_dir, export_version=version, serving=serving, bloom=bloom, redis_url=redis_url
+        export_dir=export_dir, export_version=version, serving=serving, bloom=bloom, feast=feast, redis_url=redis_url
     )
     live_control = control if control is not None and control.live() else None
     with _locked(repo):
@@ -360,24 +255,25 @@ def _prepare_ensemble(job: _Switch) -> tuple[int, bool]:
     config_changed = False
     for stage in STAGES:
         config_changed |= _write_if_changed(
-            repo / model_name(stage) / "config.pbtxt", render_stage_config(stage, serving)
+            repo / stage_model_name(stage) / "config.pbtxt", render_stage_config(stage, serving)
         )
     complete = state.slot > 0 and all(
-        (repo / model_name(s) / str(state.slot) / STAGE_CONFIG_FILE).is_file() for s in STAGES
+        (repo / stage_model_name(s) / str(state.slot) / STAGE_CONFIG_FILE).is_file() for s in STAGES
     )
     # A new slot also when only the stage settings changed (another Redis URL, Feast repo, ...): a slot's
     # stage.json is read once, when Triton loads it.
     settings_changed = complete and any(
-        StageConfig.read(repo / model_name(s) / str(state.slot) / STAGE_CONFIG_FILE) != stage_config for s in STAGES
+        StageConfig.read(repo / stage_model_name(s) / str(state.slot) / STAGE_CONFIG_FILE) != stage_config
+        for s in STAGES
     )
     changed = force or not complete or state.export_version != stage_config.export_version or settings_changed
     slot = state.slot + 1 if changed else state.slot
     if changed:
         progress(f"writing slot {slot} for export {stage_config.export_version}")
         for stage in STAGES:
-            target = repo / model_name(stage) / str(slot)
+            target = repo / stage_model_name(stage) / str(slot)
             target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(TEMPLATES / model_name(stage) / "model.py", target / "model.py")
+            shutil.copy2(MODEL_TEMPLATE, target / "model.py")
             stage_config.write(target / STAGE_CONFIG_FILE)
     ensemble_dir = repo / ensemble
     if state.layout == "fused":
@@ -392,11 +288,11 @@ def _prepare_ensemble(job: _Switch) -> tuple[int, bool]:
     for stage in STAGES:
         for v in _stage_versions(repo, stage):
             if v != slot and (not serving_now or not _slot_export_exists(repo, stage, v)):
-                shutil.rmtree(repo / model_name(stage) / str(v), ignore_errors=True)
+                shutil.rmtree(repo / stage_model_name(stage) / str(v), ignore_errors=True)
     if control is not None and (changed or config_changed or not serving_now):
         progress(f"loading {len(STAGES)} stage models (slot {slot}) in Triton")
         with ThreadPoolExecutor(max_workers=3) as pool:
-            list(pool.map(control.load, [model_name(s) for s in STAGES]))
+            list(pool.map(control.load, [stage_model_name(s) for s in STAGES]))
         _write_if_changed(ensemble_dir / "config.pbtxt", ensemble_text)
         progress(f"switching ensemble {ensemble} to slot {slot}")
         control.load(ensemble)
@@ -408,11 +304,11 @@ def _prepare_ensemble(job: _Switch) -> tuple[int, bool]:
             time.sleep(serving.reload_grace_s)
         for stage, versions in old.items():
             for v in versions:
-                shutil.rmtree(repo / model_name(stage) / str(v), ignore_errors=True)
+                shutil.rmtree(repo / stage_model_name(stage) / str(v), ignore_errors=True)
         if control is not None:
             progress("unloading the previous slot")
             with ThreadPoolExecutor(max_workers=3) as pool:
-                list(pool.map(control.load, [model_name(s) for s, versions in old.items() if versions]))
+                list(pool.map(control.load, [stage_model_name(s) for s, versions in old.items() if versions]))
     return slot, changed
 
 
@@ -432,7 +328,7 @@ def _prepare_fused(job: _Switch) -> tuple[int, bool]:
         progress(f"writing slot {slot} for export {stage_config.export_version} (fused layout)")
         target = model_dir / str(slot)
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(FUSED_TEMPLATE, target / "model.py")
+        shutil.copy2(MODEL_TEMPLATE, target / "model.py")
         stage_config.write(target / STAGE_CONFIG_FILE)
     config_changed = _write_if_changed(model_dir / "config.pbtxt", render_fused_config(name, stage_config.serving))
     old = [v for v in _versions(model_dir) if v != slot]
@@ -444,7 +340,7 @@ def _prepare_fused(job: _Switch) -> tuple[int, bool]:
             time.sleep(stage_config.serving.reload_grace_s)
         for v in old:
             shutil.rmtree(model_dir / str(v), ignore_errors=True)
-    stage_dirs = [repo / model_name(s) for s in STAGES if (repo / model_name(s)).is_dir()]
+    stage_dirs = [repo / stage_model_name(s) for s in STAGES if (repo / stage_model_name(s)).is_dir()]
     if stage_dirs:
         progress("removing the ensemble layout's stage models")
         for path in stage_dirs:

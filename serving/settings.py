@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from streamrec.features import FEAST_USER_STREAM_VIEW
 from streamrec.settings import ComponentSettings
 
 
@@ -27,16 +25,9 @@ class ServingSettings(ComponentSettings):
     mmr_pool: int = Field(50, ge=1, description="Reranking considers the best max(mmr_pool, 3k) ranked items.")
     max_per_category: int = Field(0, ge=0, description="Default business rule: at most this many items per category.")
     temperature: float = Field(0.0, ge=0, description="Default softmax sampling temperature; 0 = deterministic.")
-    feast_repo: Path = Field(Path("feature_repo"), description="Feast repository with the user stream view.")
-    feast_project: str = Field("streamrec", description="Feast project the streams worker writes (namespaces rows).")
-    feast_registry: Path | None = Field(
-        None, description="Feast registry file; unset: the one feature_store.yaml names (relative to the repo)."
+    features_enabled: bool = Field(
+        True, description="Read user stream features from Feast (STREAMREC_FEAST_*; off: zeros, flagged)."
     )
-    feast_user_view: str = Field(FEAST_USER_STREAM_VIEW, description="Feast view holding user stream features.")
-    recent_items_field: str = Field(
-        "recent_items", description="Field of the user view with the last item ids, newest first."
-    )
-    features_enabled: bool = Field(True, description="Read user stream features from Feast (off: zeros, flagged).")
     bloom_enabled: bool = Field(True, description="Exclude seen items with the Bloom filters (off: flagged).")
     store_timeout_s: float = Field(0.1, gt=0, description="Socket timeout of the Bloom check's Redis calls.")
     store_retry_s: float = Field(2.0, gt=0, description="After a store failure, pass through this long, then retry.")
@@ -49,7 +40,13 @@ class ServingSettings(ComponentSettings):
             "the per-stage IPC hops (for small CPU boxes)."
         ),
     )
-    instance_kind: Literal["cpu", "gpu"] = Field("cpu", description="Triton instance kind of every stage.")
+    instance_kind: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description=(
+            "Triton instance kind of the stages that run models (query tower, retrieval, ranker) and of the fused "
+            "model; the numpy stages always run on CPU instances."
+        ),
+    )
     instance_count: int = Field(1, ge=1, description="Triton instances per stage.")
     max_batch_size: int = Field(16, ge=1, description="Triton max_batch_size of the ensemble and its stages.")
     batch_delay_us: int = Field(

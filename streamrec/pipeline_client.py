@@ -5,8 +5,9 @@ flagged popular-items fallback computed from the live export when Triton cannot 
 stream of errors. A short circuit breaker skips Triton for ``retry_after_s`` after a failure so a dead server
 costs nothing per request.
 
-The tensor names below are the ensemble's contract; ``serving/`` builds the model repository around them.
-This module imports no app folder.
+The tensors below (:data:`PIPELINE_INPUTS`, :data:`PIPELINE_OUTPUTS`, the ``MS_<STAGE>`` timings) are the
+pipeline's contract with its clients; ``serving/`` renders the model repository from the same specs and adds
+its stages' internal tensors. This module imports no app folder.
 """
 
 from __future__ import annotations
@@ -29,17 +30,58 @@ from streamrec.settings import PathsSettings, TritonSettings
 
 log = logging.getLogger(__name__)
 
-# -- the ensemble contract --------------------------------------------------------------------------------
-IN_USER_ID = "USER_ID"  # BYTES [1, 1]; empty = anonymous
-IN_DEVICE = "DEVICE"  # BYTES [1, 1]
-IN_TIMESTAMP_MS = "TIMESTAMP_MS"  # INT64 [1, 1]
-IN_K = "K"  # INT32 [1, 1]
-IN_OPTIONS = "OPTIONS"  # BYTES [1, 1], JSON of RecommendOptions
-OUT_ITEM_IDS = "ITEM_IDS"  # BYTES [1, K] (padded with b"" when fewer items qualify)
-OUT_ITEM_SCORES = "ITEM_SCORES"  # FP32 [1, K]
-OUT_MODEL_VERSION = "MODEL_VERSION"  # BYTES [1, 1]
-OUT_FLAGS = "FLAGS"  # INT32 [1, 1], bit mask of FLAG_BITS
-TIMING_PREFIX = "MS_"  # FP32 [1, 1] per stage: MS_<STAGE>
+
+# -- the pipeline contract ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor between stages or between the client and the pipeline: Triton wire type and dims
+    without the batch dimension (-1: variable). ``serving/`` renders Triton model configs from these."""
+
+    name: str
+    dtype: str  # Triton wire type: BYTES, INT32, INT64, FP32
+    dims: tuple[int, ...]
+
+    @property
+    def numpy_dtype(self) -> type[np.generic]:
+        return _NUMPY_TYPES[self.dtype]
+
+    def array(self, rows: list[Any]) -> np.ndarray:
+        """A batch of this tensor from one row (list) per request."""
+        return np.array(rows, dtype=self.numpy_dtype)
+
+
+_NUMPY_TYPES: dict[str, type[np.generic]] = {
+    "BYTES": np.object_,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP32": np.float32,
+}
+
+#: Inputs of the pipeline (the ensemble's and the fused model's), one row per request.
+USER_ID = TensorSpec("USER_ID", "BYTES", (1,))  # empty = anonymous
+DEVICE = TensorSpec("DEVICE", "BYTES", (1,))
+TIMESTAMP_MS = TensorSpec("TIMESTAMP_MS", "INT64", (1,))
+K = TensorSpec("K", "INT32", (1,))
+OPTIONS = TensorSpec("OPTIONS", "BYTES", (1,))  # JSON of RecommendOptions
+#: Outputs of the pipeline; item ids are padded with b"" when fewer than K items qualify.
+ITEM_IDS = TensorSpec("ITEM_IDS", "BYTES", (-1,))
+ITEM_SCORES = TensorSpec("ITEM_SCORES", "FP32", (-1,))
+MODEL_VERSION = TensorSpec("MODEL_VERSION", "BYTES", (1,))
+FLAGS = TensorSpec("FLAGS", "INT32", (1,))  # bit mask of FLAG_BITS
+PIPELINE_INPUTS: tuple[TensorSpec, ...] = (USER_ID, DEVICE, TIMESTAMP_MS, K, OPTIONS)
+PIPELINE_OUTPUTS: tuple[TensorSpec, ...] = (ITEM_IDS, ITEM_SCORES, MODEL_VERSION, FLAGS)
+#: Every stage also answers its own time in milliseconds as ``MS_<STAGE>`` (FP32 [1]).
+TIMING_PREFIX = "MS_"
+
+
+def timing_tensor(stage: str) -> TensorSpec:
+    return TensorSpec(f"{TIMING_PREFIX}{stage.upper()}", "FP32", (1,))
+
+
+def timing_stage(tensor_name: str) -> str | None:
+    """The stage a timing output belongs to (``MS_QUERY_TOWER`` -> ``query_tower``); None for other tensors."""
+    return tensor_name[len(TIMING_PREFIX) :].lower() if tensor_name.startswith(TIMING_PREFIX) else None
+
 
 # -- flags ------------------------------------------------------------------------------------------------
 FEATURES_UNAVAILABLE = "features_unavailable"  # Feast unreachable: user stream features were zeros
@@ -49,10 +91,6 @@ SAMPLED = "sampled"  # temperature sampling was used (not deterministic)
 POPULARITY_FALLBACK = "popularity_fallback"  # Triton unavailable: popular items from the export
 MODEL_UNAVAILABLE = "model_unavailable"  # no export to fall back on either
 FLAG_BITS: dict[str, int] = {FEATURES_UNAVAILABLE: 1, BLOOM_UNAVAILABLE: 2, UNKNOWN_USER: 4, SAMPLED: 8}
-
-
-def encode_flags(flags: Sequence[str]) -> int:
-    return int(sum(FLAG_BITS[f] for f in set(flags)))
 
 
 def decode_flags(mask: int) -> list[str]:
@@ -196,40 +234,45 @@ class PopularityFallback:
 
 
 # -- Triton gRPC clients --------------------------------------------------------------------------------------
+def request_arrays(requests: Sequence[RecommendRequest]) -> dict[str, np.ndarray]:
+    """The pipeline's input tensors for a batch of requests (batch dimension first)."""
+    stamps = [r.timestamp_ms if r.timestamp_ms is not None else now_ms() for r in requests]
+    return {
+        USER_ID.name: USER_ID.array([[(r.user_id or "").encode()] for r in requests]),
+        DEVICE.name: DEVICE.array([[r.device.encode()] for r in requests]),
+        TIMESTAMP_MS.name: TIMESTAMP_MS.array([[ts] for ts in stamps]),
+        K.name: K.array([[r.k] for r in requests]),
+        OPTIONS.name: OPTIONS.array([[r.options.to_json().encode()] for r in requests]),
+    }
+
+
 def build_inputs(request: RecommendRequest, infer_input: Any) -> list[Any]:
     """tritonclient InferInput objects for one request (``infer_input`` is grpc's or grpc.aio's class)."""
-    ts = request.timestamp_ms if request.timestamp_ms is not None else now_ms()
-    arrays = {
-        IN_USER_ID: np.array([[(request.user_id or "").encode()]], dtype=np.object_),
-        IN_DEVICE: np.array([[request.device.encode()]], dtype=np.object_),
-        IN_TIMESTAMP_MS: np.array([[ts]], dtype=np.int64),
-        IN_K: np.array([[request.k]], dtype=np.int32),
-        IN_OPTIONS: np.array([[request.options.to_json().encode()]], dtype=np.object_),
-    }
+    arrays = request_arrays([request])
     inputs = []
-    for name, array in arrays.items():
-        dtype = "BYTES" if array.dtype == np.object_ else ("INT64" if array.dtype == np.int64 else "INT32")
-        tensor = infer_input(name, list(array.shape), dtype)
-        tensor.set_data_from_numpy(array)
+    for spec in PIPELINE_INPUTS:
+        tensor = infer_input(spec.name, list(arrays[spec.name].shape), spec.dtype)
+        tensor.set_data_from_numpy(arrays[spec.name])
         inputs.append(tensor)
     return inputs
 
 
 def parse_result(result: Any, timing_outputs: Sequence[str]) -> RecommendResult:
-    ids = result.as_numpy(OUT_ITEM_IDS)
-    scores = result.as_numpy(OUT_ITEM_SCORES)
+    ids = result.as_numpy(ITEM_IDS.name)
+    scores = result.as_numpy(ITEM_SCORES.name)
     items, values = [], []
     for item, score in zip(ids.reshape(-1), scores.reshape(-1), strict=True):
         if item:
             items.append(item.decode() if isinstance(item, bytes) else str(item))
             values.append(float(score))
-    version = result.as_numpy(OUT_MODEL_VERSION).reshape(-1)[0]
-    flags = decode_flags(int(result.as_numpy(OUT_FLAGS).reshape(-1)[0]))
+    version = result.as_numpy(MODEL_VERSION.name).reshape(-1)[0]
+    flags = decode_flags(int(result.as_numpy(FLAGS.name).reshape(-1)[0]))
     timings = {}
     for name in timing_outputs:
         value = result.as_numpy(name)
-        if value is not None:
-            timings[name[len(TIMING_PREFIX) :].lower()] = float(value.reshape(-1)[0])
+        stage = timing_stage(name)
+        if value is not None and stage is not None:
+            timings[stage] = float(value.reshape(-1)[0])
     return RecommendResult(
         items, values, version.decode() if isinstance(version, bytes) else str(version), flags, timings
     )
@@ -270,13 +313,12 @@ class _ClientBase:
         return {"as_json": True, "client_timeout": self.settings.request_timeout_s}
 
     def _remember_timings(self, meta: dict[str, Any]) -> list[str]:
-        self._timing_outputs = [o["name"] for o in meta["outputs"] if o["name"].startswith(TIMING_PREFIX)]
+        self._timing_outputs = [o["name"] for o in meta["outputs"] if timing_stage(o["name"]) is not None]
         return self._timing_outputs
 
     def _infer_args(self, request: RecommendRequest, timing_outputs: list[str]) -> dict[str, Any]:
         outputs = [
-            self._grpc.InferRequestedOutput(n)
-            for n in (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS, *timing_outputs)
+            self._grpc.InferRequestedOutput(n) for n in (*(spec.name for spec in PIPELINE_OUTPUTS), *timing_outputs)
         ]
         return {
             "model_name": self.model,

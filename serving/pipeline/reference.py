@@ -1,8 +1,9 @@
-"""The pure-Python reference pipeline: the ensemble's stages chained in one process, no Triton.
+"""The pure-Python reference pipeline: the stages chained in one process, no Triton.
 
 It feeds each stage the named tensors the ensemble would (one namespace of tensor names, as the ensemble's
-identity input/output maps do), so the Triton ensemble's answer must equal this one's. Also usable as a
-library: recommendations without a Triton server, and per-stage costs without Triton's overhead.
+identity input/output maps do), so the Triton ensemble's answer must equal this one's. The fused Triton layout
+runs exactly this object (:class:`PipelineStage`). Also usable as a library: recommendations without a Triton
+server, and per-stage costs without Triton's overhead.
 """
 
 from __future__ import annotations
@@ -11,67 +12,50 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from serving.pipeline.base import Stage, Tensors
+from serving.pipeline.config import StageConfig
 from serving.pipeline.export import ExportReader
-from serving.pipeline.factory import STAGES, StageConfig, build_stage, warm_batch, warm_up
+from serving.pipeline.stage import Stage, Tensors
+from serving.pipeline.stages import STAGES, build_stage
+from serving.pipeline.warmup import warm_batch, warm_up
 from streamrec.pipeline_client import (
-    IN_DEVICE,
-    IN_K,
-    IN_OPTIONS,
-    IN_TIMESTAMP_MS,
-    IN_USER_ID,
-    OUT_FLAGS,
-    OUT_ITEM_IDS,
-    OUT_ITEM_SCORES,
-    OUT_MODEL_VERSION,
-    TIMING_PREFIX,
+    FLAGS,
+    ITEM_IDS,
+    ITEM_SCORES,
+    MODEL_VERSION,
+    PIPELINE_INPUTS,
+    PIPELINE_OUTPUTS,
     RecommendRequest,
     RecommendResult,
+    TensorSpec,
     decode_flags,
-    now_ms,
+    request_arrays,
+    timing_stage,
 )
-
-
-def request_tensors(requests: Sequence[RecommendRequest]) -> Tensors:
-    """The ensemble's input tensors for a batch of requests (what the gRPC client sends, batch dim first)."""
-    return {
-        IN_USER_ID: np.array([[(r.user_id or "").encode()] for r in requests], dtype=object),
-        IN_DEVICE: np.array([[r.device.encode()] for r in requests], dtype=object),
-        IN_TIMESTAMP_MS: np.array(
-            [[r.timestamp_ms if r.timestamp_ms is not None else now_ms()] for r in requests], dtype=np.int64
-        ),
-        IN_K: np.array([[r.k] for r in requests], dtype=np.int32),
-        IN_OPTIONS: np.array([[r.options.to_json().encode()] for r in requests], dtype=object),
-    }
 
 
 def results_from_tensors(out: Tensors, timings: bool) -> list[RecommendResult]:
     results = []
-    for row in range(len(out[OUT_ITEM_IDS])):
-        ids = [v.decode() for v in out[OUT_ITEM_IDS][row] if v]
-        scores = [float(v) for v in out[OUT_ITEM_SCORES][row][: len(ids)]]
-        version = out[OUT_MODEL_VERSION][row, 0]
-        times = (
-            {k[len(TIMING_PREFIX) :].lower(): float(v[row, 0]) for k, v in out.items() if k.startswith(TIMING_PREFIX)}
-            if timings
-            else {}
-        )
+    for row in range(len(out[ITEM_IDS.name])):
+        ids = [v.decode() for v in out[ITEM_IDS.name][row] if v]
+        scores = [float(v) for v in out[ITEM_SCORES.name][row][: len(ids)]]
+        version = out[MODEL_VERSION.name][row, 0]
+        times = {}
+        if timings:
+            for name, value in out.items():
+                stage = timing_stage(name)
+                if stage is not None:
+                    times[stage] = float(value[row, 0])
         results.append(
             RecommendResult(
                 ids,
                 scores,
                 version.decode() if isinstance(version, bytes) else str(version),
-                decode_flags(int(out[OUT_FLAGS][row, 0])),
+                decode_flags(int(out[FLAGS.name][row, 0])),
                 times,
                 source="reference",
             )
         )
     return results
-
-
-#: The whole pipeline's inputs and outputs (the ensemble's, and the fused model's).
-PIPELINE_INPUTS = (IN_USER_ID, IN_DEVICE, IN_TIMESTAMP_MS, IN_K, IN_OPTIONS)
-PIPELINE_OUTPUTS = (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS)
 
 
 class ReferencePipeline:
@@ -94,14 +78,19 @@ class ReferencePipeline:
     def run(self, tensors: Tensors) -> Tensors:
         space = dict(tensors)
         for stage in self.stages:
-            space.update(stage.timed({name: space[name] for name in stage.inputs}))
+            space.update(stage.timed({name: space[name] for name in stage.input_names()}))
         return space
 
     def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResult]:
-        return results_from_tensors(self.run(request_tensors(requests)), any(r.timings for r in requests))
+        return results_from_tensors(self.run(request_arrays(requests)), any(r.timings for r in requests))
 
     def recommend(self, request: RecommendRequest) -> RecommendResult:
         return self.recommend_many([request])[0]
+
+
+def pipeline_answers() -> tuple[TensorSpec, ...]:
+    """What the ensemble and the fused model answer: the results, then every stage's timing."""
+    return (*PIPELINE_OUTPUTS, *(cls.timing() for cls in STAGES.values()))
 
 
 class PipelineStage(Stage):
@@ -109,11 +98,20 @@ class PipelineStage(Stage):
 
     name = "pipeline"
     inputs = PIPELINE_INPUTS
-    outputs = PIPELINE_OUTPUTS
+    outputs = pipeline_answers()
+    runs_models = True
 
     def __init__(self, pipeline: ReferencePipeline) -> None:
         self.pipeline = pipeline
 
+    @classmethod
+    def from_config(cls, config: StageConfig, export: ExportReader) -> PipelineStage:
+        return cls(ReferencePipeline(config, export, warm=True))
+
+    @classmethod
+    def answers(cls) -> tuple[TensorSpec, ...]:
+        return cls.outputs  # the stages' own timings, no timing of the whole
+
     def run(self, batch: Mapping[str, np.ndarray]) -> Tensors:
         space = self.pipeline.run(dict(batch))
-        return {k: v for k, v in space.items() if k in PIPELINE_OUTPUTS or k.startswith(TIMING_PREFIX)}
+        return {spec.name: space[spec.name] for spec in self.outputs}

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from serving.pipeline.factory import StageConfig
+from serving.pipeline.config import StageConfig
 from serving.settings import ServingSettings
 from streamrec import artifacts as art
 from streamrec.features import (
@@ -25,7 +25,7 @@ from streamrec.features import (
     FEAST_USER_STREAM_VIEW,
     USER_COUNT_FEATURES,
 )
-from streamrec.settings import BloomSettings
+from streamrec.settings import BloomSettings, FeastSettings
 from trainer.data import synthetic
 from trainer.settings import TrainerSettings
 from trainer.train.full import run_full
@@ -85,14 +85,12 @@ def export_dir(export_root: Path) -> Path:
 
 
 def make_config(export_dir: Path, redis_url: str, feast_repo: Path | None, project: str = "none") -> StageConfig:
-    serving = ServingSettings(
-        feast_repo=feast_repo or Path("/nonexistent-feast-repo"), feast_project=project, features_enabled=True
-    )
     return StageConfig(
         export_dir=export_dir,
         export_version=export_dir.name,
-        serving=serving,
+        serving=ServingSettings(features_enabled=True),
         bloom=BloomSettings(),
+        feast=FeastSettings(repo=feast_repo or Path("/nonexistent-feast-repo"), project=project),
         redis_url=redis_url,
     )
 

@@ -24,7 +24,7 @@ from streamrec.pipeline_client import (
     RecommendOptions,
     RecommendRequest,
 )
-from streamrec.settings import BloomSettings, TritonSettings
+from streamrec.settings import BloomSettings, FeastSettings, TritonSettings
 from tests.serving.conftest import keep_asking, make_config, push_user_features, train_version
 
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
@@ -37,7 +37,7 @@ def served(
     """Prepare the test Triton's repository for the tiny export; the reference built from the same config.
     Afterwards the models are unloaded and removed (their export lives in a temporary folder)."""
     repo, project = feast_repo
-    serving = ServingSettings(feast_repo=repo, feast_project=project, reload_grace_s=0.2)
+    serving = ServingSettings(layout="ensemble", reload_grace_s=0.2)
     control = ModelControl(triton.http_url)
     result = prepare(
         triton.model_repository,
@@ -45,6 +45,7 @@ def served(
         ensemble=triton.ensemble_model,
         serving=serving,
         bloom=BloomSettings(),
+        feast=FeastSettings(repo=repo, project=project),
         redis_url=stack.redis.effective_url,
         control=control,
     )
@@ -182,8 +183,9 @@ def test_hot_reload_under_load_fails_no_request(
             triton.model_repository,
             export_root,
             ensemble=triton.ensemble_model,
-            serving=ServingSettings(feast_repo=repo, feast_project=project, reload_grace_s=0.5),
+            serving=ServingSettings(layout="ensemble", reload_grace_s=0.5),
             bloom=BloomSettings(),
+            feast=FeastSettings(repo=repo, project=project),
             redis_url=stack.redis.effective_url,
             control=control,
         )
@@ -228,7 +230,9 @@ def test_api_end_to_end(
     monkeypatch.setenv("STREAMREC_KAFKA_INTERACTIONS_TOPIC", topic)
     monkeypatch.setenv("STREAMREC_PATHS_EXPORT_ROOT", str(export_root))
     repo, project = feast_repo
-    app = create_app(ApiSettings(api_keys=[SecretStr("k1")]), ServingSettings(feast_repo=repo, feast_project=project))
+    app = create_app(
+        ApiSettings(api_keys=[SecretStr("k1")]), ServingSettings(), feast=FeastSettings(repo=repo, project=project)
+    )
     user = served["reference"].export.id_maps.user_ids[3]
     event_ids = [str(uuid.uuid4()) for _ in range(3)]
     with TestClient(app) as api:

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from serving.pipeline.factory import STAGES
 from serving.pipeline.reference import ReferencePipeline
-from serving.repository import ModelControl, RepositoryState, model_name, prepare, remove
+from serving.pipeline.stages import STAGES, stage_model_name
+from serving.repository import ModelControl, RepositoryState, prepare, remove
 from serving.settings import ServingSettings
 from streamrec import artifacts as art
 from streamrec.pipeline_client import PipelineClient, RecommendOptions, RecommendRequest
-from streamrec.settings import BloomSettings, TritonSettings
+from streamrec.settings import BloomSettings, FeastSettings, TritonSettings
 from tests.serving.conftest import keep_asking, make_config, train_version
 
 T0 = 1_764_000_000_000
@@ -36,8 +36,9 @@ def switch(
                 triton.model_repository,
                 export_root,
                 ensemble=triton.ensemble_model,
-                serving=ServingSettings(feast_repo=repo, feast_project=project, layout=layout, reload_grace_s=grace_s),
+                serving=ServingSettings(layout=layout, reload_grace_s=grace_s),
                 bloom=BloomSettings(),
+                feast=FeastSettings(repo=repo, project=project),
                 redis_url=stack.redis.effective_url,
                 control=control,
             )
@@ -62,14 +63,14 @@ def test_fused_layout_equals_reference_and_replaces_the_ensemble(
     switch: Any, stack: Any, triton: TritonSettings, export_root: Path, feast_repo: tuple[Path, str]
 ) -> None:
     assert switch("ensemble").loaded
-    assert {model_name(s) for s in STAGES} <= loaded_models(triton)
+    assert {stage_model_name(s) for s in STAGES} <= loaded_models(triton)
 
     result = switch("fused")
     assert result.loaded and result.changed
     repo = triton.model_repository.resolve()
     assert RepositoryState.read(repo).layout == "fused"
-    assert not any((repo / model_name(s)).exists() for s in STAGES)
-    assert loaded_models(triton) & ({model_name(s) for s in STAGES} | {triton.ensemble_model}) == {
+    assert not any((repo / stage_model_name(s)).exists() for s in STAGES)
+    assert loaded_models(triton) & ({stage_model_name(s) for s in STAGES} | {triton.ensemble_model}) == {
         triton.ensemble_model
     }
     reference = ReferencePipeline(make_config(art.current_dir(export_root), stack.redis.effective_url, *feast_repo))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.pipeline.factory import StageConfig
+from serving.pipeline.config import StageConfig
 from serving.pipeline.reference import ReferencePipeline
 from serving.settings import ServingSettings
 from streamrec.pipeline_client import (

@@ -1,4 +1,4 @@
-"""Final stage: rerank the ranked candidates and cut to top-K.
+"""The last stage: rerank the ranked candidates and cut to top-K.
 
 Deterministic by default (sort by ranker score, ties by item index). Optional, per request or by setting:
 
@@ -16,25 +16,26 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from serving.pipeline.base import Stage, Tensors, int_column
-from serving.pipeline.stages import (
+from serving.pipeline.config import StageConfig
+from serving.pipeline.contract import (
     BLOOM_FLAGS,
     CONTEXT_FLAGS,
     FEATURE_FLAGS,
     FILTERED_CANDIDATES,
     ITEM_CATEGORY,
     RANK_SCORES,
-    parse_options,
 )
+from serving.pipeline.export import ExportReader
+from serving.pipeline.stage import Stage, Tensors, int_column, options_column
 from streamrec.pipeline_client import (
     FLAG_BITS,
-    IN_K,
-    IN_OPTIONS,
-    OUT_FLAGS,
-    OUT_ITEM_IDS,
-    OUT_ITEM_SCORES,
-    OUT_MODEL_VERSION,
+    FLAGS,
+    ITEM_IDS,
+    ITEM_SCORES,
+    MODEL_VERSION,
+    OPTIONS,
     SAMPLED,
+    K,
     RecommendOptions,
 )
 
@@ -83,9 +84,9 @@ def cap_per_category(order: Sequence[int], categories: np.ndarray, cap: int, k: 
 class RerankStage(Stage):
     name = "rerank"
     inputs = (
-        FILTERED_CANDIDATES, RANK_SCORES, ITEM_CATEGORY, IN_K, IN_OPTIONS, CONTEXT_FLAGS, FEATURE_FLAGS, BLOOM_FLAGS,
+        FILTERED_CANDIDATES, RANK_SCORES, ITEM_CATEGORY, K, OPTIONS, CONTEXT_FLAGS, FEATURE_FLAGS, BLOOM_FLAGS,
     )  # fmt: skip
-    outputs = (OUT_ITEM_IDS, OUT_ITEM_SCORES, OUT_MODEL_VERSION, OUT_FLAGS)
+    outputs = (ITEM_IDS, ITEM_SCORES, MODEL_VERSION, FLAGS)
 
     def __init__(
         self,
@@ -109,6 +110,20 @@ class RerankStage(Stage):
         self.temperature = temperature
         self.mmr_pool = mmr_pool
         self.max_k = max_k
+
+    @classmethod
+    def from_config(cls, config: StageConfig, export: ExportReader) -> RerankStage:
+        s = config.serving
+        return cls(
+            export.id_maps.item_ids,
+            export.items.embeddings,
+            export.version,
+            diversity=s.diversity,
+            max_per_category=s.max_per_category,
+            temperature=s.temperature,
+            mmr_pool=s.mmr_pool,
+            max_k=s.max_k,
+        )
 
     def rerank_row(
         self, cand: np.ndarray, logits: np.ndarray, cats: np.ndarray, k: int, opts: RecommendOptions
@@ -135,15 +150,17 @@ class RerankStage(Stage):
         return [int(cand[p]) for p in chosen], [float(v) for v in sigmoid(logits[chosen])], sampled
 
     def run(self, batch: Mapping[str, np.ndarray]) -> Tensors:
-        cands = np.asarray(batch[FILTERED_CANDIDATES], dtype=np.int64)
-        logits = np.asarray(batch[RANK_SCORES], dtype=np.float32)
-        cats = np.asarray(batch[ITEM_CATEGORY], dtype=np.int64)
-        ks = np.clip(int_column(batch[IN_K]), 0, self.max_k)
+        cands = np.asarray(batch[FILTERED_CANDIDATES.name], dtype=np.int64)
+        logits = np.asarray(batch[RANK_SCORES.name], dtype=np.float32)
+        cats = np.asarray(batch[ITEM_CATEGORY.name], dtype=np.int64)
+        ks = np.clip(int_column(batch[K.name]), 0, self.max_k)
         flags = (
-            np.asarray(batch[CONTEXT_FLAGS]) | np.asarray(batch[FEATURE_FLAGS]) | np.asarray(batch[BLOOM_FLAGS])
+            np.asarray(batch[CONTEXT_FLAGS.name])
+            | np.asarray(batch[FEATURE_FLAGS.name])
+            | np.asarray(batch[BLOOM_FLAGS.name])
         ).astype(np.int32)
         rows = []
-        for row, opts in enumerate(parse_options(batch[IN_OPTIONS])):
+        for row, opts in enumerate(options_column(batch[OPTIONS.name])):
             items, probs, sampled = self.rerank_row(cands[row], logits[row], cats[row], int(ks[row]), opts)
             if sampled:
                 flags[row, 0] |= FLAG_BITS[SAMPLED]
@@ -155,4 +172,4 @@ class RerankStage(Stage):
             ids[row, : len(items)] = [str(v).encode() for v in self.item_ids[items]]
             scores[row, : len(probs)] = probs
         version = np.full((len(rows), 1), self.version.encode(), dtype=object)
-        return {OUT_ITEM_IDS: ids, OUT_ITEM_SCORES: scores, OUT_MODEL_VERSION: version, OUT_FLAGS: flags}
+        return {ITEM_IDS.name: ids, ITEM_SCORES.name: scores, MODEL_VERSION.name: version, FLAGS.name: flags}

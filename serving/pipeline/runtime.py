@@ -1,8 +1,9 @@
-"""The python-backend model every stage uses: Triton requests -> one batch of numpy tensors -> stage -> responses.
+"""The one Triton python-backend model every model of the repository runs (``serving/model_repository/model.py``
+imports it): the stage comes from the model's name, its configuration from ``<version>/stage.json``.
 
-``initialize`` reads ``<model dir>/<version>/stage.json`` (written by ``streamrec serve prepare``), builds the
-stage from that export version on the instance's device and warms it up. ``execute`` concatenates the requests
-Triton hands over (dynamic batching) along the batch dimension, runs the stage once and splits the outputs.
+``recommend_<stage>`` runs that stage (ensemble layout); any other name runs the whole pipeline in one process
+(fused layout, served under the ensemble's name). ``execute`` concatenates the requests Triton hands over
+(dynamic batching) along the batch dimension, runs the stage once and splits its outputs per request.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from serving.pipeline.base import Stage
+from serving.pipeline.config import STAGE_CONFIG_FILE, StageConfig
 from serving.pipeline.export import ExportReader
-from serving.pipeline.factory import StageConfig, build_stage, warm_batch, warm_up
-
-STAGE_CONFIG_FILE = "stage.json"
+from serving.pipeline.reference import PipelineStage
+from serving.pipeline.stage import Stage
+from serving.pipeline.stages import build_stage, stage_of_model
+from serving.pipeline.warmup import warm_batch, warm_up
 
 
 def stage_config_path(model_repository: str, model_name: str, version: str) -> Path:
@@ -35,6 +37,17 @@ def instance_device(args: dict[str, str]) -> str:
     return "cpu"
 
 
+def load_stage(model_name: str, config: StageConfig) -> Stage:
+    """The warmed-up stage a Triton model of this name runs."""
+    export = ExportReader(config.export_dir, config.device)
+    stage_name = stage_of_model(model_name)
+    if stage_name is None:
+        return PipelineStage.from_config(config, export)  # warms every stage itself
+    stage = build_stage(stage_name, config, export)
+    warm_up(stage, warm_batch(export, config.serving))
+    return stage
+
+
 def concat(parts: list[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:
         return parts[0]
@@ -44,11 +57,7 @@ def concat(parts: list[np.ndarray]) -> np.ndarray:
     raise ValueError("requests of different shapes cannot share a batch")
 
 
-class TritonStageModel:
-    """Subclasses set ``stage_name``."""
-
-    stage_name = ""
-
+class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         import triton_python_backend_utils as pb_utils
 
@@ -56,30 +65,25 @@ class TritonStageModel:
         model_config = json.loads(args["model_config"])
         path = stage_config_path(args["model_repository"], args["model_name"], args["model_version"])
         config = StageConfig.read(path).model_copy(update={"device": instance_device(args)})
-        self.stage: Stage = self.build(config, ExportReader(config.export_dir, config.device))
+        self.stage: Stage = load_stage(args["model_name"], config)
+        self.input_names = self.stage.input_names()
         gc.freeze()  # the loaded models and caches are long-lived: keep them out of the collector's full scans
         self.output_types = {
             out["name"]: pb_utils.triton_string_to_numpy(out["data_type"]) for out in model_config["output"]
         }
 
-    def build(self, config: StageConfig, export: ExportReader) -> Stage:
-        """The stage this model runs, warmed up."""
-        stage = build_stage(self.stage_name, config, export)
-        warm_up(stage, warm_batch(export, config.serving))
-        return stage
-
     def execute(self, requests: list[Any]) -> list[Any]:
         pb = self.pb
         try:
             sizes: list[int] = []
-            parts: dict[str, list[np.ndarray]] = {name: [] for name in self.stage.inputs}
+            parts: dict[str, list[np.ndarray]] = {name: [] for name in self.input_names}
             for request in requests:
-                for name in self.stage.inputs:
+                for name in self.input_names:
                     parts[name].append(pb.get_input_tensor_by_name(request, name).as_numpy())
-                sizes.append(len(parts[self.stage.inputs[0]][-1]))
+                sizes.append(len(parts[self.input_names[0]][-1]))
             outputs = self.stage.timed({name: concat(arrays) for name, arrays in parts.items()})
         except Exception as exc:
-            error = pb.TritonError(f"{self.stage_name}: {type(exc).__name__}: {exc}")
+            error = pb.TritonError(f"{self.stage.name}: {type(exc).__name__}: {exc}")
             return [pb.InferenceResponse(output_tensors=[], error=error) for _ in requests]
         responses = []
         start = 0
