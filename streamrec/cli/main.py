@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from streamrec import __version__, demo
 from streamrec import logging as streamrec_logging
-from streamrec.cli import config_cmd, events_cmd, stack_cmd
+from streamrec.cli import config_cmd, events_cmd, metrics_cmd, stack_cmd
 from streamrec.cli.plugins import PluginRegistry, load_plugins
 from streamrec.errors import StreamrecError
 
@@ -31,6 +31,7 @@ def core_registry() -> PluginRegistry:
     stack_cmd.register(registry)
     config_cmd.register(registry)
     events_cmd.register(registry)
+    metrics_cmd.register(registry)
     demo.register(registry)
     return registry
 
