@@ -93,8 +93,8 @@ class Worker:
             "STREAMREC_STREAMS_DLQ_TOPIC": self.topics["dlq"],
             "STREAMREC_STREAMS_WEB_PORT": str(self.port),
             "STREAMREC_STREAMS_CATALOG_PATH": str(PathsSettings.load().dataset_root("synthetic") / "items.parquet"),
-            "STREAMREC_STREAMS_FEAST_PROJECT": f"bench{tag}",
-            "STREAMREC_STREAMS_FEAST_REGISTRY": f"/tmp/streamrec-bench/{tag}/registry.db",
+            "STREAMREC_FEAST_PROJECT": f"bench{tag}",
+            "STREAMREC_FEAST_REGISTRY": f"/tmp/streamrec-bench/{tag}/registry.db",
             "STREAMREC_STREAMS_RECS_SOURCE": "popularity",
             **(extra or {}),
         }
@@ -262,7 +262,7 @@ def phase_freshness(kafka: KafkaSettings, rate: float, seconds: float) -> dict[s
     worker.start()
     try:
         worker.wait_ready()
-        project = worker.env["STREAMREC_STREAMS_FEAST_PROJECT"]
+        project = worker.env["STREAMREC_FEAST_PROJECT"]
         client = redis.Redis.from_url(RedisSettings.load().effective_url)
         bloom = SeenItemStore(client, SeenItemStore.connect(RedisSettings.load(), BloomSettings.load()).backend)
         ts_field = f"_ts:{FEAST_USER_STREAM_VIEW}"

@@ -2,7 +2,8 @@
 
 ``feature_repo/feature_store.yaml`` holds the local stack's values so that plain Feast tooling works; the
 worker (writer) and serving (reader) must point at the same Redis, project and registry, which come from
-settings (``REDIS_URL`` / ``STREAMREC_REDIS_*``, and each component's Feast project and registry fields).
+settings (``REDIS_URL`` / ``STREAMREC_REDIS_*``, and :class:`streamrec.settings.FeastSettings`:
+``STREAMREC_FEAST_REPO``, ``STREAMREC_FEAST_PROJECT``, ``STREAMREC_FEAST_REGISTRY``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 from streamrec.errors import ConfigError
+from streamrec.settings import FeastSettings
 
 
 def feast_connection_string(redis_url: str) -> str:
@@ -92,3 +94,8 @@ def open_feature_store(repo: Path, redis_url: str, project: str | None = None, r
     config = RepoConfig(**raw)
     config.repo_path = Path(repo).resolve()
     return FeatureStore(repo_path=str(Path(repo).resolve()), config=config)
+
+
+def open_configured_store(feast: FeastSettings, redis_url: str) -> Any:
+    """A ``feast.FeatureStore`` as :class:`FeastSettings` describe it (repository, project, registry)."""
+    return open_feature_store(feast.repo, redis_url, feast.project, feast.registry)

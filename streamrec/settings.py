@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
@@ -35,7 +35,7 @@ class ComponentSettings(BaseSettings):
     section: ClassVar[str] = "component"
 
     @classmethod
-    def load(cls, **overrides: Any) -> Any:
+    def load(cls, **overrides: Any) -> Self:
         """Build from the environment, turning validation errors into a one-line :class:`ConfigError`."""
         try:
             return cls(**overrides)

@@ -20,16 +20,16 @@ def _worker(args: argparse.Namespace) -> int:
         overrides["app_id"] = args.app_id
     if args.web_port:
         overrides["web_port"] = args.web_port
-    base: StreamsSettings = StreamsSettings.load()
+    base = StreamsSettings.load()
     return run(base.model_copy(update=overrides) if overrides else base)
 
 
 def _features(args: argparse.Namespace) -> int:
-    from streamrec.settings import PathsSettings, RedisSettings
+    from streamrec.settings import FeastSettings, PathsSettings, RedisSettings
     from streams.feast_store import apply_repo
 
     summary = apply_repo(
-        StreamsSettings.load(),
+        FeastSettings.load(),
         RedisSettings.load(),
         PathsSettings.load(),
         dataset=args.dataset,

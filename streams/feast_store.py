@@ -1,8 +1,9 @@
 """Feast I/O adapter: open the feature repository with streamrec's settings, push rows, apply the repo.
 
 ``feature_repo/feature_store.yaml`` carries the local stack's defaults; here the project, registry and
-Redis connection are overridden from settings (``REDIS_URL`` honoured), so tests and deployments point
-the same repository at their own store. Feast is imported lazily: it takes seconds to import.
+Redis connection are overridden from settings (:class:`~streamrec.settings.FeastSettings`, ``REDIS_URL``
+honoured), so tests and deployments point the same repository at their own store. Feast is imported
+lazily: it takes seconds to import.
 """
 
 from __future__ import annotations
@@ -21,31 +22,30 @@ from streamrec import feast_config
 from streamrec.archive import ITEMS_FILE, USERS_FILE, read_items, read_users
 from streamrec.errors import ConfigError, DataError, StoreUnavailableError
 from streamrec.features import FEAST_ITEM_ENTITY_KEY, FEAST_USER_ENTITY_KEY
-from streamrec.settings import PathsSettings, RedisSettings
+from streamrec.settings import FeastSettings, PathsSettings, RedisSettings
 from streams.feast_schema import ITEM_CONTENT_VIEW, PROFILE_PREFIX, TIMESTAMP_FIELD, USER_PROFILE_VIEW
-from streams.settings import StreamsSettings
 
 #: Batch rows are valid from this instant on (profiles and item content carry no time of their own).
 BATCH_VALID_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 OFFLINE_DIR = "feast"  # under the archive root: the offline store's files
 
 
-def repo_config_dict(streams: StreamsSettings, redis: RedisSettings) -> dict[str, Any]:
+REPO_SETTING = "STREAMREC_FEAST_REPO"
+
+
+def repo_config_dict(feast: FeastSettings, redis: RedisSettings) -> dict[str, Any]:
     try:
-        return feast_config.repo_config_dict(
-            streams.feast_repo, redis.effective_url, streams.feast_project, streams.feast_registry
-        )
+        return feast_config.repo_config_dict(feast.repo, redis.effective_url, feast.project, feast.registry)
     except ConfigError as exc:
-        raise ConfigError(str(exc), source="STREAMREC_STREAMS_FEAST_REPO") from None
+        raise ConfigError(str(exc), source=REPO_SETTING) from None
 
 
-def open_store(streams: StreamsSettings, redis: RedisSettings) -> Any:
-    """A ``feast.FeatureStore`` on the repository, with the overrides applied."""
-    raw = repo_config_dict(streams, redis)
-    Path(raw["registry"]).parent.mkdir(parents=True, exist_ok=True)
-    return feast_config.open_feature_store(
-        streams.feast_repo, redis.effective_url, streams.feast_project, Path(raw["registry"])
-    )
+def open_store(feast: FeastSettings, redis: RedisSettings) -> Any:
+    """A ``feast.FeatureStore`` on the repository, with the overrides applied (the registry's folder created)."""
+    raw = repo_config_dict(feast, redis)
+    registry = Path(raw["registry"])
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    return feast_config.open_configured_store(feast.model_copy(update={"registry": registry}), redis.effective_url)
 
 
 class FeastPush:
@@ -162,7 +162,7 @@ def load_definitions(repo: Path) -> Callable[..., list[Any]]:
     path = repo / "definitions.py"
     spec = importlib.util.spec_from_file_location("streamrec_feature_repo_definitions", path)
     if spec is None or spec.loader is None:
-        raise ConfigError(f"cannot load {path}", source="STREAMREC_STREAMS_FEAST_REPO")
+        raise ConfigError(f"cannot load {path}", source=REPO_SETTING)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     build: Callable[..., list[Any]] = module.build_objects
@@ -190,7 +190,7 @@ def _tables_root(paths: PathsSettings, dataset: str | None) -> Path | None:
 
 
 def apply_repo(
-    streams: StreamsSettings,
+    feast: FeastSettings,
     redis: RedisSettings,
     paths: PathsSettings,
     dataset: str | None = None,
@@ -215,20 +215,20 @@ def apply_repo(
         for name, frame in frames.items():
             frame.to_parquet(offline / f"{name}.parquet", index=False)
         echo(f"offline tables from {root} written to {offline}")
-    objects = load_definitions(streams.feast_repo)(paths.archive_root.resolve(), offline.resolve(), profile_fields)
+    objects = load_definitions(feast.repo)(paths.archive_root.resolve(), offline.resolve(), profile_fields)
     if root is None:
         # No tables to back the batch views: apply the streaming side only.
         objects = [o for o in objects if getattr(o, "name", "") not in (USER_PROFILE_VIEW, ITEM_CONTENT_VIEW)]
         echo("no items.parquet in the archive root and no --dataset: batch views skipped")
     if USER_PROFILE_VIEW not in frames:
         objects = [o for o in objects if getattr(o, "name", "") != USER_PROFILE_VIEW]
-    store = open_store(streams, redis)
+    store = open_store(feast, redis)
     try:
         store.apply(objects, partial=True)
     except Exception as exc:  # Feast raises assorted types (registry, validation, Redis)
         raise StoreUnavailableError(f"feast apply failed: {str(exc).splitlines()[0][:300]}") from None
     summary = ApplySummary(
-        streams.feast_project,
+        feast.project,
         str(store.config.registry.path if hasattr(store.config.registry, "path") else store.config.registry),
         sorted(f"{type(o).__name__}:{o.name}" for o in objects),
         str(root) if root is not None else None,

@@ -14,9 +14,6 @@ from pydantic_settings import SettingsConfigDict
 
 from streamrec.settings import ComponentSettings, KafkaSettings
 
-#: The repository's Feast feature repository (an editable install runs from the checkout).
-DEFAULT_FEATURE_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
-
 
 class StreamsSettings(ComponentSettings):
     """Faust worker: topics, batching, idempotence window, Feast push, recommendation refresh, metrics."""
@@ -63,15 +60,8 @@ class StreamsSettings(ComponentSettings):
         None,
         description="items.parquet mapping item -> category; unset: <archive_root>/items.parquet if present.",
     )
+    # Which repository, project and registry: streamrec.settings.FeastSettings (STREAMREC_FEAST_*), shared.
     feast_enabled: bool = Field(True, description="Push streaming features to the Feast online store.")
-    feast_repo: Path = Field(DEFAULT_FEATURE_REPO, description="Feast feature repository (feature_store.yaml).")
-    feast_project: str = Field(
-        "streamrec", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$", description="Feast project (namespaces online rows)."
-    )
-    feast_registry: Path | None = Field(
-        None,
-        description="Feast registry file ('streamrec features apply' writes it); unset: feature_store.yaml's.",
-    )
     feast_write: Literal["direct", "push"] = Field(
         "direct",
         description="direct: push sources' views via Feast's online-store writer (fast); push: FeatureStore.push.",

@@ -9,9 +9,11 @@ from typing import Any
 from streamrec.client.admin import TopicSpec, ensure_topics, existing_topics
 from streamrec.errors import ConfigError, StoreUnavailableError
 from streamrec.features import FEAST_ITEM_PUSH_SOURCE, FEAST_USER_PUSH_SOURCE
-from streamrec.settings import BloomSettings, KafkaSettings, PathsSettings, RedisSettings
-from streams.app import WorkerConfig, create_app
+from streamrec.settings import BloomSettings, FeastSettings, KafkaSettings, PathsSettings, RedisSettings
+from streams.app import create_app
 from streams.catalog import Catalog
+from streams.faust_compat import check_faust_version
+from streams.interfaces import WorkerConfig
 from streams.settings import StreamsSettings
 
 log = logging.getLogger(__name__)
@@ -33,20 +35,20 @@ def _topics(streams: StreamsSettings, kafka: KafkaSettings) -> int:
     return have[source]
 
 
-def open_push(streams: StreamsSettings, redis: RedisSettings, paths: PathsSettings) -> Any:
+def open_push(streams: StreamsSettings, feast: FeastSettings, redis: RedisSettings, paths: PathsSettings) -> Any:
     """The Feast push function, applying the stream views first if the registry lacks them."""
     from streams.feast_store import FeastDirectWrite, FeastPush, apply_repo, open_store
 
     sources = [FEAST_USER_PUSH_SOURCE, FEAST_ITEM_PUSH_SOURCE]
-    store = open_store(streams, redis)
+    store = open_store(feast, redis)
     try:
         known = {fv.stream_source.name for fv in store.list_feature_views() if getattr(fv, "stream_source", None)}
     except Exception:  # no registry file yet
         known = set()
     if not set(sources) <= known:
         log.info("Feast registry lacks the stream views: applying the feature repository")
-        apply_repo(streams, redis, paths)
-        store = open_store(streams, redis)
+        apply_repo(feast, redis, paths)
+        store = open_store(feast, redis)
     try:
         return FeastDirectWrite(store, sources) if streams.feast_write == "direct" else FeastPush(store)
     except ConfigError:
@@ -55,12 +57,12 @@ def open_push(streams: StreamsSettings, redis: RedisSettings, paths: PathsSettin
         raise StoreUnavailableError(f"Feast store unusable: {str(exc).splitlines()[0][:200]}") from None
 
 
-def build_config(streams: StreamsSettings | None = None) -> WorkerConfig:
+def build_config(streams: StreamsSettings | None = None, feast: FeastSettings | None = None) -> WorkerConfig:
     streams = streams or StreamsSettings.load()
     kafka, redis, bloom, paths = KafkaSettings.load(), RedisSettings.load(), BloomSettings.load(), PathsSettings.load()
     partitions = _topics(streams, kafka)
     catalog = Catalog.resolve(streams.catalog_path, paths.archive_root)
-    push = open_push(streams, redis, paths) if streams.feast_enabled else None
+    push = open_push(streams, feast or FeastSettings.load(), redis, paths) if streams.feast_enabled else None
     return WorkerConfig(streams, kafka, redis, bloom, partitions, catalog, push)
 
 
@@ -77,6 +79,7 @@ def keep_torch_out() -> None:
 
 def run(streams: StreamsSettings | None = None) -> int:
     """Run until SIGINT/SIGTERM. Returns the exit code."""
+    check_faust_version()  # before any connection: an untested Faust fails here, in one line
     keep_torch_out()
     config = build_config(streams)
     if config.streams.uvloop:

@@ -24,7 +24,7 @@ from streamrec.artifacts import load_metadata, read_current, version_dir
 from streamrec.client.admin import consumer_lag
 from streamrec.demo import showcase
 from streamrec.errors import ArtifactError, StreamrecError
-from streamrec.settings import KafkaSettings, PathsSettings, RedisSettings, StackSettings
+from streamrec.settings import FeastSettings, KafkaSettings, PathsSettings, RedisSettings, StackSettings
 from streamrec.stack import LocalStack
 
 TTY = sys.stdout.isatty()
@@ -34,10 +34,6 @@ DEMO_API_KEY = "demo-key"
 API_PORT = int(os.environ.get("STREAMREC_API_PORT", "8080"))
 WORKER_WEB_PORT = int(os.environ.get("STREAMREC_STREAMS_WEB_PORT", "6066"))
 WORKER_GROUP = os.environ.get("STREAMREC_STREAMS_APP_ID", "streamrec-worker")
-# The worker's Feast settings, read the same way, so the demo reads the rows the worker writes.
-FEAST_REPO = Path(os.environ.get("STREAMREC_STREAMS_FEAST_REPO", Path(__file__).resolve().parents[2] / "feature_repo"))
-FEAST_PROJECT = os.environ.get("STREAMREC_STREAMS_FEAST_PROJECT", "streamrec")
-FEAST_REGISTRY = os.environ.get("STREAMREC_STREAMS_FEAST_REGISTRY")
 
 
 def say(message: str) -> None:
@@ -266,14 +262,10 @@ class Demo:
             showcase.show_seen_item_disappears(api, users[0], note)
 
     def _show_state_update(self, user_id: str) -> None:
-        from streamrec.feast_config import open_feature_store
+        from streamrec.feast_config import open_configured_store
 
-        feast_store = open_feature_store(
-            FEAST_REPO,
-            RedisSettings.load().effective_url,
-            FEAST_PROJECT,
-            Path(FEAST_REGISTRY) if FEAST_REGISTRY else None,
-        )
+        # The settings the worker writes with (STREAMREC_FEAST_*), so the demo reads the rows it writes.
+        feast_store = open_configured_store(FeastSettings.load(), RedisSettings.load().effective_url)
         bloom = showcase.connect_bloom()
         # An item the user has not seen: recommendations exclude seen ones.
         candidates = self._recommended_items(user_id, k=10)

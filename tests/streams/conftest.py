@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from streamrec.client.admin import delete_topics, existing_topics
-from streamrec.settings import PathsSettings, RedisSettings
+from streamrec.settings import FeastSettings, PathsSettings, RedisSettings
 from streams.settings import StreamsSettings
 from tests.conftest import StackHandle
 
@@ -58,6 +58,7 @@ class Worker:
     port: int
     topics: dict[str, str]
     streams: StreamsSettings
+    feast: FeastSettings
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, extra_env: dict[str, str] | None = None) -> None:
@@ -158,25 +159,22 @@ def worker_factory(
             "STREAMREC_STREAMS_WEB_HOST": "127.0.0.1",
             "STREAMREC_STREAMS_DATA_DIR": str(tmp_path / "faust"),
             "STREAMREC_STREAMS_CATALOG_PATH": str(write_catalog(tmp_path / f"catalog{n}" / "items.parquet")),
-            "STREAMREC_STREAMS_FEAST_PROJECT": f"t{unique_id}{n}",
-            "STREAMREC_STREAMS_FEAST_REGISTRY": str(tmp_path / f"feast{n}" / "registry.db"),
+            "STREAMREC_FEAST_PROJECT": f"t{unique_id}{n}",
+            "STREAMREC_FEAST_REGISTRY": str(tmp_path / f"feast{n}" / "registry.db"),
             "STREAMREC_STREAMS_RECS_SOURCE": "popularity",
             "STREAMREC_STREAMS_COMMIT_INTERVAL_S": "0.5",
             "STREAMREC_STREAMS_LAG_INTERVAL_S": "0.5",
             "STREAMREC_PATHS_ARCHIVE_ROOT": str(archive),
             **(extra_env or {}),
         }
-        streams = StreamsSettings(
-            app_id=app_id,
-            feast_project=env["STREAMREC_STREAMS_FEAST_PROJECT"],
-            feast_registry=Path(env["STREAMREC_STREAMS_FEAST_REGISTRY"]),
-        )
+        streams = StreamsSettings(app_id=app_id)
+        feast = FeastSettings(project=env["STREAMREC_FEAST_PROJECT"], registry=Path(env["STREAMREC_FEAST_REGISTRY"]))
         # Applied here (not by the worker's first start) so the test's own store sees the same registry.
-        apply_repo(streams, RedisSettings.load(), PathsSettings(archive_root=archive))
+        apply_repo(feast, RedisSettings.load(), PathsSettings(archive_root=archive))
         # Logs outside tmp_path (which pytest rotates) so a failure can be read afterwards.
         log_path = REPO / ".streamrec" / "test-logs" / f"{app_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        worker = Worker(stack, env, log_path, int(env["STREAMREC_STREAMS_WEB_PORT"]), topics, streams)
+        worker = Worker(stack, env, log_path, int(env["STREAMREC_STREAMS_WEB_PORT"]), topics, streams, feast)
         made.append(worker)
         return worker
 

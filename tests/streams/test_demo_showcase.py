@@ -19,7 +19,7 @@ def test_show_event_updates_state_sees_the_click_in_bloom_and_feast(worker_facto
     worker.wait_idle(partitions=1)
     kafka = worker.stack.kafka.model_copy(update={"interactions_topic": worker.topics["interactions"]})
     bloom = showcase.connect_bloom()
-    feast_store = open_store(worker.streams, RedisSettings.load())
+    feast_store = open_store(worker.feast, RedisSettings.load())
     user = f"demo-{unique_id}"
     lines: list[str] = []
 

@@ -17,10 +17,9 @@ from streamrec.features import (
     FEAST_USER_PUSH_SOURCE,
     FEAST_USER_STREAM_VIEW,
 )
-from streamrec.settings import BloomSettings, PathsSettings, RedisSettings
+from streamrec.settings import BloomSettings, FeastSettings, PathsSettings, RedisSettings
 from streams.feast_schema import ITEM_STREAM_FIELDS, TIMESTAMP_FIELD, USER_STREAM_FIELDS, item_row, user_row
 from streams.feast_store import FeastDirectWrite, FeastPush, apply_repo, open_store
-from streams.settings import StreamsSettings
 from streams.state import ItemFeatures, UserFeatures
 from tests.conftest import StackHandle
 
@@ -57,9 +56,9 @@ def test_bloom_10k_inserts_no_false_negatives_and_fpr_near_the_setting(
 
 
 def test_both_feast_write_paths_store_what_was_written(stack: StackHandle, unique_id: str, tmp_path: Path) -> None:
-    streams = StreamsSettings(feast_project=f"p{unique_id}", feast_registry=tmp_path / "registry.db")
-    apply_repo(streams, RedisSettings.load(), PathsSettings(archive_root=tmp_path / "archive"))
-    store = open_store(streams, RedisSettings.load())
+    feast = FeastSettings(project=f"p{unique_id}", registry=tmp_path / "registry.db")
+    apply_repo(feast, RedisSettings.load(), PathsSettings(archive_root=tmp_path / "archive"))
+    store = open_store(feast, RedisSettings.load())
     now = datetime.now(UTC)
     users = {
         f"fu{n}": user_row(

@@ -37,9 +37,11 @@ pytestmark = pytest.mark.slow
 
 
 def make_events(tag: str, n: int, users: int, seed: int) -> list[InteractionEvent]:
-    """Events over ~2 days ending now, ±30 min jitter (so some arrive out of order), skewed users/items."""
+    """Events over ~2 days ending now, ±30 min jitter (so some arrive out of order), skewed users/items.
+
+    None is later than now: the worker refuses events from the future (its clock-skew policy)."""
     rng = random.Random(seed)
-    start = int(time.time() * 1000) - 2 * 86_400_000
+    start = int(time.time() * 1000) - 2 * 86_400_000 - 1_800_000
     out = []
     for k in range(n):
         ts = start + int(2 * 86_400_000 * k / n) + rng.randint(-1_800_000, 1_800_000)
@@ -81,7 +83,7 @@ def truth_frame(events: list[InteractionEvent]) -> pd.DataFrame:
 
 
 def online(worker: Worker, view: str, key: str, ids: list[str], fields: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    store = open_store(worker.streams, RedisSettings.load())
+    store = open_store(worker.feast, RedisSettings.load())
     got = store.get_online_features(
         features=[f"{view}:{f}" for f in fields], entity_rows=[{key: i} for i in ids]
     ).to_dict()
