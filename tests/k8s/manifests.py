@@ -65,8 +65,10 @@ def load_docs(path: Path, text: str | None = None) -> list[Doc]:
     return docs
 
 
-def yaml_files() -> list[Path]:
-    return sorted(p for root in MANIFEST_ROOTS for p in root.rglob("*") if p.suffix in (".yaml", ".yml"))
+def manifest_files() -> list[Path]:
+    """Every YAML or JSON file under k8s/ and keda/ (kustomize takes JSON resources too)."""
+    suffixes = (".yaml", ".yml", ".json")
+    return sorted(p for root in MANIFEST_ROOTS for p in root.rglob("*") if p.suffix in suffixes)
 
 
 @dataclass

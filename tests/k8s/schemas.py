@@ -263,7 +263,22 @@ def check_core_schemas(bundle: Bundle, version: str = K8S_VERSION) -> list[str]:
 
 
 def check_custom_resources(bundle: Bundle, registry: CrdRegistry, *, partial: bool = False) -> list[str]:
-    return [e for d in bundle.docs if not is_core(d) for e in registry.validate(d, partial=partial)]
+    """Schema errors of the custom resources whose kind has a vendored CRD (see :func:`unvendored`)."""
+    return [
+        e
+        for d in bundle.docs
+        if not is_core(d) and (d.group, d.kind) in registry.served
+        for e in registry.validate(d, partial=partial)
+    ]
+
+
+def unvendored(bundle: Bundle, registry: CrdRegistry) -> dict[str, list[str]]:
+    """``apiVersion kind`` -> where, for the custom resources whose CRD is not vendored (schema unchecked)."""
+    out: dict[str, list[str]] = {}
+    for d in bundle.docs:
+        if not is_core(d) and (d.group, d.kind) not in registry.served:
+            out.setdefault(f"{d.api_version} {d.kind}", []).append(d.source)
+    return out
 
 
 #: Core kinds that are cluster-scoped (every other core kind the manifests may use is namespaced).
