@@ -33,10 +33,10 @@ from tests.k8s.manifests import (
     kustomizations,
     kustomize_command,
     load_docs,
+    manifest_files,
     pod_template,
     referenced_files,
     render,
-    manifest_files,
 )
 from tests.k8s.schemas import (
     CrdRegistry,
