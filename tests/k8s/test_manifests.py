@@ -72,13 +72,18 @@ def _fmt(errors: list[str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def registry() -> CrdRegistry:
-    directory = schemas.crds_dir()
-    if not directory.is_dir():
+def registry(optional_registry: CrdRegistry | None) -> CrdRegistry:
+    if optional_registry is None:
+        directory = schemas.crds_dir()
         pytest.skip(
             f"vendored CRDs not found at {directory} (set STREAMREC_CRDS_DIR): schema validation skipped"
         )
-    return CrdRegistry(directory)
+    return optional_registry
+
+
+@pytest.fixture(scope="session")
+def optional_registry() -> CrdRegistry | None:
+    return CrdRegistry(schemas.crds_dir()) if schemas.crds_dir().is_dir() else None
 
 
 @pytest.fixture(scope="session")
@@ -342,9 +347,13 @@ def test_core_schema_check_rejects_unknown_and_mistyped_fields(source_bundle: Bu
     pdb = _obj(source_bundle, "PodDisruptionBudget", "api")
     pdb["spec"]["maxUnavailable"] = [1]
     _replace(source_bundle, "PodDisruptionBudget", "api", pdb)
+    source_bundle.docs.append(
+        Doc({"apiVersion": "apps/v1", "kind": "Deploymnt", "metadata": {"name": "x"}}, "t")
+    )
     errors = _fmt(check_core_schemas(source_bundle))
     assert "'readinessProbes' was unexpected" in errors
     assert "PodDisruptionBudget/api: spec/maxUnavailable" in errors
+    assert "Deploymnt/x: no Kubernetes 1.32.0 schema for apps/v1 Deploymnt" in errors
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -357,10 +366,9 @@ def test_source_manifests_pass_every_check(source_bundle: Bundle) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(RENDERED))
-def test_rendered_overlay_passes_every_check(name: str) -> None:
+def test_rendered_overlay_passes_every_check(name: str, optional_registry: CrdRegistry | None) -> None:
     """The generic and streamrec checks, and the CRD schemas when the vendored CRDs are there."""
-    bundle = Bundle(_rendered(name))
-    registry = CrdRegistry(schemas.crds_dir()) if schemas.crds_dir().is_dir() else None
+    bundle, registry = Bundle(_rendered(name)), optional_registry
     errors = check_generic(bundle) + check_project(bundle) + check_identity(bundle, registry, "streamrec")
     if registry is not None:
         errors += check_custom_resources(bundle, registry)
