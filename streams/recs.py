@@ -4,10 +4,13 @@
 less than ``debounce`` ago, in which case one refresh is due when the interval has passed (carrying the
 latest trigger, so the message reflects every event up to then).
 
-Sources implement :class:`RecommendationSource`. :class:`PipelineSource` calls serving's Triton ensemble
-through ``streamrec.pipeline_client``; :class:`StreamingPopularity` is the fallback built from the
-worker's own item statistics (a Redis sorted set of 24 h trending-weighted activity kept by the item
-agent), minus the items in the user's Bloom filter, flagged ``popularity_fallback``.
+Sources implement :class:`RecommendationSource` and speak the pipeline client's own types
+(:class:`~streamrec.pipeline_client.RecommendRequest` in, :class:`~streamrec.pipeline_client.RecommendResult`
+out). :class:`PipelineSource` calls serving's Triton pipeline through :class:`streamrec.pipeline_client.
+AsyncPipelineClient`; :class:`StreamingPopularity` is the fallback built from the worker's own item statistics
+(a Redis sorted set of 24 h trending-weighted activity kept by the item agent), minus the items in the user's
+Bloom filter, flagged ``popularity_fallback``. A result's ``source`` says who answered: ``triton``, ``fallback``
+(the pipeline client's popular items from the export) or ``popularity`` (the worker's streaming popularity).
 """
 
 from __future__ import annotations
@@ -15,20 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from streamrec.bloom import AsyncSeenItemStore
+from streamrec.pipeline_client import POPULARITY_FALLBACK, AsyncPipelineClient, RecommendRequest, RecommendResult
 from streamrec.schemas.events import EventContext, RecommendationMessage, RecommendedItem
 
 log = logging.getLogger(__name__)
 
-POPULARITY_FALLBACK = "popularity_fallback"
 POPULARITY_VERSION = "popularity-fallback"
 
 
@@ -42,28 +44,12 @@ class Trigger:
     noticed_at: float  # monotonic time its batch finished processing
 
 
-@dataclass(frozen=True)
-class RecRequest:
-    user_id: str
-    k: int
-    device: str
-    timestamp_ms: int
-
-
-@dataclass(frozen=True)
-class RecResult:
-    items: list[tuple[str, float]]
-    model_version: str
-    flags: list[str]
-    source: str
-
-
 class RecommendationSource(Protocol):
     name: str
 
-    async def recommend(self, request: RecRequest) -> RecResult: ...
+    async def recommend(self, request: RecommendRequest) -> RecommendResult: ...
 
-    async def recommend_many(self, requests: Sequence[RecRequest]) -> list[RecResult | BaseException]:
+    async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResult | BaseException]:
         """One result (or the error) per request, in order: the refresher asks for every due user at once."""
         ...
 
@@ -71,12 +57,12 @@ class RecommendationSource(Protocol):
 
 
 async def gather_each(
-    source: RecommendationSource, requests: Sequence[RecRequest], concurrency: int
-) -> list[RecResult | BaseException]:
+    source: RecommendationSource, requests: Sequence[RecommendRequest], concurrency: int
+) -> list[RecommendResult | BaseException]:
     """``recommend_many`` for sources that answer one request at a time (bounded concurrency)."""
     slots = asyncio.Semaphore(concurrency)
 
-    async def one(request: RecRequest) -> RecResult:
+    async def one(request: RecommendRequest) -> RecommendResult:
         async with slots:
             return await source.recommend(request)
 
@@ -145,81 +131,72 @@ class StreamingPopularity:
             self._cached_at = time.monotonic()
         return self._cached
 
-    async def recommend(self, request: RecRequest) -> RecResult:
+    async def recommend(self, request: RecommendRequest) -> RecommendResult:
         result = (await self.recommend_many([request]))[0]
         if isinstance(result, BaseException):
             raise result
         return result
 
-    async def recommend_many(self, requests: Sequence[RecRequest]) -> list[RecResult | BaseException]:
+    async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResult | BaseException]:
         """One pipelined round trip tests the candidates against every requesting user's filter."""
         top = await self._top()
         if not top:
-            return [RecResult([], POPULARITY_VERSION, [POPULARITY_FALLBACK], self.name) for _ in requests]
+            return [self._result([]) for _ in requests]
         candidates = [item for item, _ in top]
         backend = self.store.backend
         pipe = self.store.client.pipeline(transaction=False)
         for request in requests:
-            pipe.execute_command(*backend.check_command(request.user_id, candidates))
+            pipe.execute_command(*backend.check_command(request.user_id or "", candidates))
         replies = await pipe.execute(raise_on_error=False)
-        out: list[RecResult | BaseException] = []
+        out: list[RecommendResult | BaseException] = []
         for request, reply in zip(requests, replies, strict=True):
             if isinstance(reply, BaseException):
                 out.append(reply)
                 continue
             seen = backend.parse_check(reply, len(candidates))
             items = [pair for pair, was_seen in zip(top, seen, strict=True) if not was_seen][: request.k]
-            out.append(RecResult(items, POPULARITY_VERSION, [POPULARITY_FALLBACK], self.name))
+            out.append(self._result(items))
         return out
+
+    def _result(self, items: list[tuple[str, float]]) -> RecommendResult:
+        return RecommendResult(
+            [item for item, _ in items],
+            [score for _, score in items],
+            POPULARITY_VERSION,
+            [POPULARITY_FALLBACK],
+            source=self.name,
+        )
 
     async def close(self) -> None:
         return None
 
 
 class PipelineSource:
-    """Serving's recommendation pipeline (Triton ensemble) through ``streamrec.pipeline_client``."""
+    """Serving's recommendation pipeline (Triton) through :class:`streamrec.pipeline_client.AsyncPipelineClient`."""
 
     name = "pipeline"
 
-    def __init__(self, client: Any, request_cls: Callable[..., Any], options: Any, concurrency: int = 8) -> None:
+    def __init__(self, client: AsyncPipelineClient, concurrency: int = 8) -> None:
         self.client = client
-        self._request = request_cls
-        self.options = options
         self.concurrency = concurrency
 
     @classmethod
     def create(cls, concurrency: int = 8) -> PipelineSource | None:
-        """None when the pipeline client is not installed (serving not deployed with this worker)."""
+        """None when the client cannot be built (tritonclient not installed, bad Triton settings)."""
         try:
-            # Imported by name: the module is serving's, and the worker must run without it.
-            module = importlib.import_module("streamrec.pipeline_client")
-            client = module.AsyncPipelineClient()
-        except Exception as exc:  # ImportError, tritonclient missing, bad settings: fall back
+            client = AsyncPipelineClient()
+        except Exception as exc:  # ImportError of tritonclient, ConfigError: fall back
             log.info("recommendation pipeline client unavailable (%s); using the popularity fallback", exc)
             return None
-        return cls(client, module.RecommendRequest, module.RecommendOptions(), concurrency)
+        return cls(client, concurrency)
 
     async def ready(self) -> bool:
         return bool(await self.client.ready())
 
-    async def recommend(self, request: RecRequest) -> RecResult:
-        result = await self.client.recommend(
-            self._request(
-                user_id=request.user_id,
-                k=request.k,
-                device=request.device,
-                timestamp_ms=request.timestamp_ms,
-                options=self.options,
-            )
-        )
-        return RecResult(
-            list(zip(result.items, result.scores, strict=True)),
-            result.model_version or "unknown",
-            list(result.flags),
-            f"pipeline-{result.source}",
-        )
+    async def recommend(self, request: RecommendRequest) -> RecommendResult:
+        return await self.client.recommend(request)
 
-    async def recommend_many(self, requests: Sequence[RecRequest]) -> list[RecResult | BaseException]:
+    async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResult | BaseException]:
         return await gather_each(self, requests, self.concurrency)
 
     async def close(self) -> None:
@@ -249,14 +226,14 @@ class AutoSource:
                 self._ready = False
         return self._ready
 
-    async def recommend(self, request: RecRequest) -> RecResult:
+    async def recommend(self, request: RecommendRequest) -> RecommendResult:
         if self.pipeline is not None and await self._pipeline_ready():
             result = await self.pipeline.recommend(request)
             if result.items:
                 return result
         return await self.fallback.recommend(request)
 
-    async def recommend_many(self, requests: Sequence[RecRequest]) -> list[RecResult | BaseException]:
+    async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResult | BaseException]:
         if self.pipeline is None or not await self._pipeline_ready():
             return await self.fallback.recommend_many(requests)
         results = await self.pipeline.recommend_many(requests)
@@ -277,10 +254,13 @@ class AutoSource:
 Publish = Callable[[str, bytes], Awaitable[None]]
 
 
-def build_message(user_id: str, trigger: Trigger, result: RecResult) -> RecommendationMessage:
+def build_message(user_id: str, trigger: Trigger, result: RecommendResult) -> RecommendationMessage:
     return RecommendationMessage(
         user_id=user_id,
-        items=[RecommendedItem(item_id=i, score=float(s), rank=n + 1) for n, (i, s) in enumerate(result.items)],
+        items=[
+            RecommendedItem(item_id=i, score=float(s), rank=n + 1)
+            for n, (i, s) in enumerate(zip(result.items, result.scores, strict=True))
+        ],
         model_version=result.model_version,
         generated_at=datetime.now(UTC),
         trigger_event_id=trigger.event_id,
@@ -334,7 +314,7 @@ class Refresher:
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     async def _refresh(self, due: Sequence[tuple[str, Trigger]]) -> None:
-        requests = [RecRequest(u, self.k, t.context.device.value, t.timestamp_ms) for u, t in due]
+        requests = [RecommendRequest(u, self.k, t.context.device.value, t.timestamp_ms) for u, t in due]
         try:
             results = await self.source.recommend_many(requests)
         except Exception as exc:  # a refresh is best effort: the users' next events trigger another

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from streamrec.pipeline_client import RecommendRequest, RecommendResult
 from streamrec.schemas.codec import decode_recommendation
 from streamrec.schemas.events import EventContext
-from streams.recs import RecRequest, RecResult, Refresher, RefreshSchedule, Trigger
+from streams.recs import AutoSource, PipelineSource, Refresher, RefreshSchedule, Trigger
 
 CTX = EventContext(device="mobile", session_id="s")
 
@@ -37,13 +38,15 @@ class FakeSource:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    async def recommend(self, request: RecRequest) -> RecResult:
+    async def recommend(self, request: RecommendRequest) -> RecommendResult:
         raise AssertionError("the refresher asks in batches")
 
-    async def recommend_many(self, requests: Sequence[RecRequest]) -> list[RecResult | BaseException]:
-        self.calls.append([r.user_id for r in requests])
+    async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResult | BaseException]:
+        self.calls.append([r.user_id or "" for r in requests])
         return [
-            RuntimeError("boom") if r.user_id == "bad" else RecResult([("i1", 0.5), ("i2", 0.25)], "v9", [], "fake")
+            RuntimeError("boom")
+            if r.user_id == "bad"
+            else RecommendResult(["i1", "i2"], [0.5, 0.25], "v9", [], source="fake")
             for r in requests
         ]
 
@@ -76,12 +79,6 @@ def test_refresher_publishes_one_message_per_due_user_and_survives_a_failed_user
 
 
 def test_pipeline_source_speaks_the_pipeline_clients_request_and_result() -> None:
-    import pytest
-
-    from streams.recs import AutoSource, PipelineSource
-
-    client_module = pytest.importorskip("streamrec.pipeline_client")
-
     class FakeClient:
         def __init__(self, ready: bool) -> None:
             self.requests: list[object] = []
@@ -92,22 +89,21 @@ def test_pipeline_source_speaks_the_pipeline_clients_request_and_result() -> Non
 
         async def recommend(self, request: object) -> object:
             self.requests.append(request)
-            return client_module.RecommendResult(["i7", "i3"], [0.9, 0.4], "v20261128", ["unknown_user"])
+            return RecommendResult(["i7", "i3"], [0.9, 0.4], "v20261128", ["unknown_user"])
 
         async def close(self) -> None:
             return None
 
-    async def run(ready: bool) -> tuple[list[RecResult | BaseException], FakeClient, FakeSource]:
+    async def run(ready: bool) -> tuple[list[RecommendResult | BaseException], FakeClient, FakeSource]:
         client, fallback = FakeClient(ready), FakeSource()
-        pipeline = PipelineSource(client, client_module.RecommendRequest, client_module.RecommendOptions())
-        source = AutoSource(pipeline, fallback)
-        results = await source.recommend_many([RecRequest("u1", 2, "mobile", 1_767_000_000_000)])
+        source = AutoSource(PipelineSource(client), fallback)  # type: ignore[arg-type]
+        results = await source.recommend_many([RecommendRequest("u1", 2, "mobile", 1_767_000_000_000)])
         return results, client, fallback
 
     results, client, fallback = asyncio.run(run(ready=True))
-    assert results == [RecResult([("i7", 0.9), ("i3", 0.4)], "v20261128", ["unknown_user"], "pipeline-triton")]
+    assert results == [RecommendResult(["i7", "i3"], [0.9, 0.4], "v20261128", ["unknown_user"], source="triton")]
     (request,) = client.requests
-    assert (request.user_id, request.k, request.device, request.timestamp_ms) == ("u1", 2, "mobile", 1_767_000_000_000)
+    assert request == RecommendRequest("u1", 2, "mobile", 1_767_000_000_000), "the request goes through unchanged"
     assert fallback.calls == []
 
     results, client, fallback = asyncio.run(run(ready=False))
