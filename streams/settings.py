@@ -6,13 +6,23 @@ deployments override them (and ``app_id``) so that several workers never share s
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from streamrec.errors import ConfigError
 from streamrec.settings import ComponentSettings, KafkaSettings
+
+#: Variables the worker once read, now declared once for every component by FeastSettings. Unknown variables
+#: are otherwise ignored, so an old deployment would silently fall back to the default repository.
+MOVED_TO_FEAST_SETTINGS = {
+    "STREAMREC_STREAMS_FEAST_REPO": "STREAMREC_FEAST_REPO",
+    "STREAMREC_STREAMS_FEAST_PROJECT": "STREAMREC_FEAST_PROJECT",
+    "STREAMREC_STREAMS_FEAST_REGISTRY": "STREAMREC_FEAST_REGISTRY",
+}
 
 
 class StreamsSettings(ComponentSettings):
@@ -91,6 +101,14 @@ class StreamsSettings(ComponentSettings):
     retry_max_backoff_s: float = Field(5.0, gt=0, description="Longest wait between retries of a failing store.")
     uvloop: bool = Field(True, description="Run the worker's event loop on uvloop.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Worker log level.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_moved_variables(cls, data: Any) -> Any:
+        for old, new in MOVED_TO_FEAST_SETTINGS.items():
+            if old in os.environ:
+                raise ConfigError(f"the Feast repository settings are shared now: set {new} instead", source=old)
+        return data
 
     def interactions(self, kafka: KafkaSettings) -> str:
         return self.interactions_topic or kafka.interactions_topic

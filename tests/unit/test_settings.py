@@ -69,3 +69,32 @@ def test_secrets_are_masked_in_descriptions(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_mask_url_leaves_passwordless_urls_alone() -> None:
     assert mask_url("redis://cache:6379/0") == "redis://cache:6379/0"
+
+
+def test_feast_settings_are_one_core_class_read_from_streamrec_feast(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from streamrec.settings import CORE_SETTINGS, FeastSettings
+    from streams.settings import StreamsSettings
+
+    monkeypatch.setenv("STREAMREC_FEAST_REPO", "/app/feature_repo")
+    monkeypatch.setenv("STREAMREC_FEAST_PROJECT", "shop")
+    monkeypatch.setenv("STREAMREC_FEAST_REGISTRY", "/data/feast/registry.db")
+    feast = FeastSettings.load()
+    assert (feast.repo, feast.project, feast.registry) == (
+        Path("/app/feature_repo"),
+        "shop",
+        Path("/data/feast/registry.db"),
+    )
+    assert FeastSettings in CORE_SETTINGS
+    assert not [
+        name for name in StreamsSettings.model_fields if name in ("feast_repo", "feast_project", "feast_registry")
+    ]
+
+
+def test_a_moved_worker_feast_variable_is_refused_naming_its_new_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.settings import StreamsSettings
+
+    monkeypatch.setenv("STREAMREC_STREAMS_FEAST_REGISTRY", "/data/feast/registry.db")
+    with pytest.raises(ConfigError, match="STREAMREC_STREAMS_FEAST_REGISTRY: .*set STREAMREC_FEAST_REGISTRY instead"):
+        StreamsSettings.load()
