@@ -93,7 +93,7 @@ def decode_record(kind: CatalogKind, raw: bytes, max_bytes: int = DEFAULT_MAX_RE
     except UnicodeDecodeError as exc:
         raise InvalidEventError(PAYLOAD, f"not valid UTF-8 at byte {exc.start}") from None
     try:
-        data = json.loads(text, parse_constant=_refuse_constant)
+        data = _JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidEventError(PAYLOAD, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
@@ -103,6 +103,9 @@ def decode_record(kind: CatalogKind, raw: bytes, max_bytes: int = DEFAULT_MAX_RE
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
+
+
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def decode_message(

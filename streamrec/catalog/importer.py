@@ -185,12 +185,16 @@ def _parse_number(text: str) -> float:
         raise ValueError(f"not a number: {text[:40]!r}") from None
 
 
-def _parse_json_object(text: str) -> Any:
-    def refuse(name: str) -> None:
-        raise ValueError(f"{name} is not a JSON number")
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
+
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _parse_json_object(text: str) -> Any:
     try:
-        value = json.loads(text, parse_constant=refuse)
+        value = _JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
     if not isinstance(value, dict):
@@ -216,9 +220,10 @@ _TEXT_PARSERS: dict[str, Callable[[str], Any]] = {
 class _RowBuilder:
     """Raw cells of one row -> a record or a reject; remembers ids to refuse duplicates."""
 
-    def __init__(self, columns: _Columns, text_cells: bool) -> None:
+    def __init__(self, columns: _Columns, text_cells: bool, check_utf8: bool = True) -> None:
         self.columns = columns
         self.text_cells = text_cells
+        self.check_utf8 = check_utf8
         self.first_line: dict[str, int] = {}
 
     def build(self, line: int, cells: Mapping[str, Any]) -> CatalogRecord | Reject:
@@ -229,7 +234,7 @@ class _RowBuilder:
             value = _normalise(raw, self.text_cells)
             if value is _UNSET:
                 continue
-            if isinstance(value, str) and _has_undecodable(value):
+            if self.check_utf8 and isinstance(value, str) and _has_undecodable(value):
                 return Reject(name, line, column, f"not valid UTF-8 (byte 0x{_bad_byte(value):02X})")
             target = self.columns.target(column)
             if target is None:
@@ -287,13 +292,25 @@ def _normalise(raw: Any, text_cells: bool) -> Any:
     return raw
 
 
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
 def _has_undecodable(text: str) -> bool:
     # Bytes that are not UTF-8 were decoded with surrogateescape: they are lone surrogates U+DC80..U+DCFF.
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return _UNDECODABLE.search(text) is not None
 
 
 def _bad_byte(text: str) -> int:
-    return next(ord(ch) - 0xDC00 for ch in text if "\udc80" <= ch <= "\udcff")
+    found = _UNDECODABLE.search(text)
+    return ord(found.group()) - 0xDC00 if found else 0
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _decode_text(raw: bytes, name: str) -> str:
@@ -386,12 +403,14 @@ def read_catalog_file(
         raise CatalogFileError(Reject(name, 0, FILE, "no such file"))
     if path.stat().st_size == 0:
         raise CatalogFileError(Reject(name, 0, FILE, "the file is empty"))
+    check_utf8 = False
     if fmt is FileFormat.PARQUET:
         rows = _parquet_rows(path, columns)
     else:
         raw = path.read_bytes()
+        check_utf8 = not _is_utf8(raw)  # cells are searched for undecodable bytes only when there are some
         rows = _csv_rows(raw, columns) if fmt is FileFormat.CSV else _jsonl_rows(raw, columns)
-    builder = _RowBuilder(columns, text_cells=fmt is FileFormat.CSV)
+    builder = _RowBuilder(columns, text_cells=fmt is FileFormat.CSV, check_utf8=check_utf8)
     result = ImportResult(name, fmt)
     for line, cells in rows:
         result.rows += 1

@@ -87,6 +87,7 @@ Attributes = Annotated[
 
 
 _NO_SPACE = r"[^\s\x00-\x1f\x7f]"
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 _SCHEME_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
 #: One regular expression for both the model and the JSON Schema, so the two cannot disagree.
 IMAGE_REF_PATTERN: Final = (
@@ -104,7 +105,7 @@ def _check_image_ref(value: str) -> str:
     """
     if not value or len(value) > MAX_IMAGE_REF_CHARS:
         raise ValueError(f"must be 1-{MAX_IMAGE_REF_CHARS} characters")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _SPACE_OR_CONTROL.search(value):
         raise ValueError("must not contain whitespace or control characters")
     scheme = _SCHEME_PREFIX.match(value)
     if scheme and scheme.group(1).lower() not in ("http", "https"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import ConfigResource, ResourceType
 
@@ -48,11 +50,18 @@ def ensure_catalog_topics(kafka: KafkaSettings, catalog: CatalogSettings, timeou
 
 
 def cleanup_policy(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> str:
+    """The topic's cleanup.policy; waits (up to ``timeout``) for a just-created topic to become known."""
     admin = admin_client(kafka)
     resource = ConfigResource(ResourceType.TOPIC, topic)
-    try:
-        configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
-    except KafkaException as exc:
-        raise StoreUnavailableError(f"cannot read the configuration of topic {topic}: {exc}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+            break
+        except KafkaException as exc:
+            if "UNKNOWN_TOPIC" in str(exc) and time.monotonic() < deadline:
+                time.sleep(0.2)  # the controller has created it; this broker's metadata has not caught up yet
+                continue
+            raise StoreUnavailableError(f"cannot read the configuration of topic {topic}: {exc}") from None
     entry = configs.get("cleanup.policy")
     return str(entry.value) if entry is not None else "delete"
