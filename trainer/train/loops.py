@@ -238,12 +238,12 @@ def run_epochs(
 
 @dataclass
 class DeviceQuery:
-    """QueryFeatures moved to the training device once; ``take`` gathers a batch's UserFeatures."""
+    """The user side of QueryFeatures, moved to the training device once; ``take`` gathers a batch's
+    UserFeatures (the ranker moves the counts itself)."""
 
     user: torch.Tensor
     recent: torch.Tensor
     context: torch.Tensor
-    counts: torch.Tensor | None
     profiles: torch.Tensor  # Long[n_users + 1, P]
 
     @classmethod
@@ -252,7 +252,6 @@ class DeviceQuery:
             user=torch.as_tensor(features.user, device=device),
             recent=torch.as_tensor(features.recent, device=device),
             context=torch.as_tensor(features.context, device=device),
-            counts=None if features.counts is None else torch.as_tensor(features.counts, device=device),
             profiles=profiles,
         )
 
