@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/catalog_import.py [--rows 100000] [--repeats 3]
 
-Needs a broker: the local stack (``streamrec stack up --no-triton``), the test stack's while it runs
-(``STREAMREC_KAFKA_LOCAL_PORT=29092``), or ``KAFKA_BOOTSTRAP_SERVERS``. Each repeat writes the rows to fresh
+Needs a broker: the local stack (``streamrec stack up --no-triton``), ``KAFKA_BOOTSTRAP_SERVERS``, or
+``--own-broker PORT``: a local KRaft broker of its own on PORT and PORT+1, in a temporary run directory,
+stopped at the end. Each repeat writes the rows to fresh
 compacted topics (deleted afterwards) through the same code the command runs: ``read_catalog_file``
 (parse + validate every row) then ``send_records`` (CatalogProducer, idempotent, acks=all, flushed).
 Target: >= 5,000 items/s validated and produced. Prints one JSON line per repeat and a summary.
@@ -107,19 +108,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--own-broker", type=int, metavar="PORT", help="start a broker of its own on PORT")
     args = parser.parse_args()
-    kafka = KafkaSettings.load()
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "catalog.csv"
-        size = generate_csv(source, args.rows)
-        runs = []
-        for repeat in range(args.repeats):
-            run = one_run(kafka, source, args.rows)
-            runs.append(run)
-            print(json.dumps({"repeat": repeat, **{k: round(v, 3) for k, v in run.items()}}))
+        if args.own_broker is None:
+            return measure(KafkaSettings.load(), args.rows, args.repeats, Path(tmp))
+        from streamrec.settings import StackSettings
+        from streamrec.stack.kafka import KafkaComponent
+
+        kafka = KafkaSettings.load(local_port=args.own_broker, local_controller_port=args.own_broker + 1)
+        broker = KafkaComponent(Path(tmp) / "run", StackSettings.load(), kafka)
+        broker.start(180.0, lambda _: None)
+        try:
+            return measure(kafka, args.rows, args.repeats, Path(tmp))
+        finally:
+            broker.stop()
+
+
+def measure(kafka: KafkaSettings, rows: int, repeats: int, tmp: Path) -> int:
+    source = tmp / "catalog.csv"
+    size = generate_csv(source, rows)
+    runs = []
+    for repeat in range(repeats):
+        run = one_run(kafka, source, rows)
+        runs.append(run)
+        print(json.dumps({"repeat": repeat, **{k: round(v, 3) for k, v in run.items()}}), flush=True)
     median = statistics.median(r["items_per_s"] for r in runs)
     summary = {
-        "rows": args.rows,
+        "rows": rows,
         "csv_mib": round(size / 2**20, 1),
         "median_items_per_s": round(median),
         "median_validate_per_s": round(statistics.median(r["validate_per_s"] for r in runs)),
