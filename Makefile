@@ -53,7 +53,15 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q -m integration
 
+# The three images (buildah; base image from Debian's packages when no registry answers); sizes and build times
+# land in build/images/report.tsv.
+images:
+	scripts/build_images.sh
+
+# make test builds the images too where buildah is installed (cached layers: a code change rebuilds seconds of
+# them), so that their smoke tests (tests/images) run; without buildah those tests skip.
 test: lint typecheck $(PIPELINES_STAMP)
+	scripts/build_images.sh --if-buildah
 	STREAMREC_PIPELINES_PYTHON=$(PIPELINES_VENV)/bin/python $(BIN)/pytest -q
 
 demo: $(STAMP)

@@ -17,6 +17,8 @@ KEYWORDS = {
 }  # fmt: skip
 #: Series Prometheus makes itself when it scrapes; no endpoint exposes them.
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+#: Series of kube-state-metrics (part of kube-prometheus-stack), not of a streamrec component.
+EXTERNAL = {"kube_cronjob_status_last_successful_time"}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -52,4 +54,4 @@ def used_metrics() -> set[str]:
     names: set[str] = set()
     for expr in [r["expr"] for r in alert_rules()] + dashboard_exprs():
         names |= metric_names(expr)
-    return names - SYNTHETIC
+    return names - SYNTHETIC - EXTERNAL
