@@ -23,7 +23,7 @@ from serving.pipeline.export import ExportReader
 from serving.pipeline.reference import ReferencePipeline
 from serving.settings import ServingSettings
 from streamrec import artifacts as art
-from streamrec.pipeline_client import RecommendRequest, request_arrays
+from streamrec.pipeline_client import RecommendRequest, request_arrays, timing_stage
 from streamrec.settings import RedisSettings
 
 DEVICES = ("mobile", "desktop", "tablet")
@@ -86,8 +86,9 @@ def main() -> None:
         sync(args.device)
         single_lat.append((time.perf_counter() - start) * 1000)
         for name, value in out.items():
-            if name.startswith("MS_"):
-                stage_ms.setdefault(name[3:].lower(), []).append(float(value[0, 0]))
+            stage = timing_stage(name)
+            if stage is not None:
+                stage_ms.setdefault(stage, []).append(float(value[0, 0]))
     batched: dict[str, Any] = {}
     pool = requests(export, 4096, args.k, seed=2)
     for size in (int(b) for b in args.batches.split(",")):

@@ -70,8 +70,6 @@ class TorchModelStage(Stage):
     :mod:`streamrec.features`' ``MODEL_*`` names."""
 
     runs_models = True
-    #: The model's input names in the order of the older exports' positional ``forward``.
-    model_inputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: Any, device: str = "cpu") -> None:
         import torch
@@ -80,22 +78,13 @@ class TorchModelStage(Stage):
         self.model = model
         self.device = device
         self._lock = threading.Lock()  # TorchScript modules are not re-entrant across threads on every backend
-        self._positional = _takes_positional_inputs(model)
 
     def tensor(self, array: np.ndarray) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
 
     def call_model(self, features: dict[str, Any]) -> Any:
         with self._lock, self.torch.inference_mode():
-            if self._positional:
-                return self.model(*(features[name] for name in self.model_inputs))
             return self.model(features)
-
-
-def _takes_positional_inputs(model: Any) -> bool:
-    """Exports written before the models took named inputs have one ``forward`` argument per tensor."""
-    schema = getattr(getattr(model, "forward", None), "schema", None)
-    return schema is not None and len(schema.arguments) > 2
 
 
 def set_torch_threads(n: int) -> None:

@@ -10,20 +10,15 @@ from serving.pipeline.config import StageConfig
 from serving.pipeline.contract import CONTEXT_IDX, PROFILE_IDX, QUERY, RECENT_ITEMS, USER_IDX
 from serving.pipeline.export import ExportReader
 from serving.pipeline.stage import Tensors, TorchModelStage, set_torch_threads
-from streamrec.features import (
-    MODEL_CONTEXT_IDX,
-    MODEL_PROFILE_IDX,
-    MODEL_RECENT_ITEMS,
-    MODEL_USER_IDX,
-    QUERY_TOWER_INPUTS,
-)
+from streamrec import features as ft
 
 
 class QueryTowerStage(TorchModelStage):
+    """The model takes one dict keyed by ``streamrec.features.QUERY_TOWER_INPUTS``."""
+
     name = "query_tower"
     inputs = (USER_IDX, PROFILE_IDX, RECENT_ITEMS, CONTEXT_IDX)
     outputs = (QUERY,)
-    model_inputs = QUERY_TOWER_INPUTS
 
     @classmethod
     def from_config(cls, config: StageConfig, export: ExportReader) -> QueryTowerStage:
@@ -34,10 +29,10 @@ class QueryTowerStage(TorchModelStage):
         t = self.tensor
         query = self.call_model(
             {
-                MODEL_USER_IDX: t(batch[USER_IDX.name].reshape(-1)),
-                MODEL_PROFILE_IDX: t(batch[PROFILE_IDX.name]),
-                MODEL_RECENT_ITEMS: t(batch[RECENT_ITEMS.name]),
-                MODEL_CONTEXT_IDX: t(batch[CONTEXT_IDX.name]),
+                ft.MODEL_USER_IDX: t(batch[USER_IDX.name].reshape(-1)),
+                ft.MODEL_PROFILE_IDX: t(batch[PROFILE_IDX.name]),
+                ft.MODEL_RECENT_ITEMS: t(batch[RECENT_ITEMS.name]),
+                ft.MODEL_CONTEXT_IDX: t(batch[CONTEXT_IDX.name]),
             }
         )
         return {QUERY.name: query.float().cpu().numpy()}

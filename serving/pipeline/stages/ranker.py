@@ -26,15 +26,14 @@ from streamrec import features as ft
 
 class RankerStage(TorchModelStage):
     """Candidates are compacted first (valid positions, then padding) so padding is not scored; padding gets
-    -inf. ITEM_CONTENT's columns are the item's dense, text and image features, split here by the export's
-    widths into the model's three content inputs."""
+    -inf. The model takes one dict keyed by ``streamrec.features.RANKER_INPUTS``; ITEM_CONTENT's columns are
+    the item's dense, text and image features, split here by the export's widths into the three inputs."""
 
     name = "ranker"
     inputs = (
         USER_IDX, PROFILE_IDX, RECENT_ITEMS, CONTEXT_IDX, USER_DENSE, FILTERED_CANDIDATES, ITEM_CATEGORY, ITEM_CONTENT,
     )  # fmt: skip
     outputs = (RANK_SCORES,)
-    model_inputs = ft.RANKER_INPUTS
 
     def __init__(self, model: Any, widths: tuple[int, int, int], device: str = "cpu") -> None:
         super().__init__(model, device)
