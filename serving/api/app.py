@@ -30,22 +30,6 @@ from streamrec.settings import FeastSettings
 
 __all__ = ["Services", "create_app"]
 
-# ServingSettings declared these before FeastSettings existed; a caller that still sets them explicitly gets them.
-_SERVING_FEAST_FIELDS = {
-    "feast_repo": "repo",
-    "feast_project": "project",
-    "feast_registry": "registry",
-    "feast_user_view": "user_view",
-    "recent_items_field": "recent_items_field",
-}
-
-
-def feast_settings(serving: ServingSettings, feast: FeastSettings | None = None) -> FeastSettings:
-    """``feast`` (default: ``STREAMREC_FEAST_*``), with any feast field the serving settings set explicitly."""
-    given = serving.model_dump(include=set(_SERVING_FEAST_FIELDS) & serving.model_fields_set)
-    base: FeastSettings = feast or FeastSettings.load()
-    return base.model_copy(update={_SERVING_FEAST_FIELDS[k]: v for k, v in given.items()}) if given else base
-
 
 def create_app(
     settings: ApiSettings | None = None,
@@ -54,7 +38,8 @@ def create_app(
     feast: FeastSettings | None = None,
     ui_settings: UiSettings | None = None,
 ) -> FastAPI:
-    """``services`` (or a factory of them, called inside the event loop) replaces the real clients."""
+    """``services`` (or a factory of them, called inside the event loop) replaces the real clients; the real
+    clients read Feast from ``feast`` (default: ``STREAMREC_FEAST_*``)."""
     settings = settings or ApiSettings.load()
     serving = serving or ServingSettings.load()
     ui_settings = ui_settings or UiSettings.load()
@@ -70,7 +55,7 @@ def create_app(
         if callable(services):
             context.services = services()
         else:
-            context.services = services or default_services(feast_settings(serving, feast), ui=ui_settings)
+            context.services = services or default_services(feast or FeastSettings.load(), ui=ui_settings)
         if context.services.live_feed is not None:
             context.hub = RecommendationHub(
                 context.services.live_feed,

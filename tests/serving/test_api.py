@@ -21,7 +21,7 @@ from streamrec.pipeline_client import (
     RecommendResult,
 )
 from streamrec.schemas.events import InteractionEvent
-from streamrec.settings import FeastSettings, TritonSettings
+from streamrec.settings import TritonSettings
 
 KEY = "test-key-123"
 AUTH = {"X-API-Key": KEY}
@@ -178,17 +178,6 @@ def test_limits_come_from_the_settings(fake: FakePipeline) -> None:
     assert len(fake.requests) == 3
 
 
-def test_feast_settings_come_from_the_core_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from serving.api.app import feast_settings
-
-    monkeypatch.setenv("STREAMREC_FEAST_PROJECT", "from_env")
-    monkeypatch.setenv("STREAMREC_FEAST_REPO", str(tmp_path))
-    read = feast_settings(ServingSettings())
-    assert read.project == "from_env" and read.repo == tmp_path
-    given = FeastSettings(project="given")
-    assert feast_settings(ServingSettings(), given) == given
-
-
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -287,3 +276,16 @@ def test_triton_down_gives_flagged_popular_items(export_root: Path, export_dir: 
             assert body["flags"] == [POPULARITY_FALLBACK] and body["source"] == "fallback"
             assert [i["item_id"] for i in body["items"]] == popular[1:6]
             assert body["model_version"] == export_dir.name
+
+
+def test_page_catalog_without_an_items_file_comes_from_the_export(export_root: Path, export_dir: Path) -> None:
+    from serving.api.catalog import Catalog
+    from streamrec import artifacts as art
+
+    catalog = Catalog.load(None, export_root, known_users=3)
+    maps = art.load_id_maps(export_dir)
+    assert catalog.known_users == maps.user_ids[:3] and catalog.model_version == export_dir.name
+    assert set(catalog.items) == set(maps.item_ids) and catalog.source == "model export"
+    categories = {info.category for info in catalog.items.values()}
+    assert categories <= set(maps.categories) and len(categories - {None}) > 1
+    assert all(info.title is None and not info.has_image for info in catalog.items.values())
