@@ -445,6 +445,7 @@ async function connect(stream) {
   stream.ended = true;
   stream.failures += 1;
   const wait = Math.min(30000, state.retryMs * 2 ** Math.min(stream.failures - 1, 4));
+  setHealth("kafka", "unknown", "live stream not connected");
   setStreamState("reconnecting", `Live stream lost: ${reason}. Reconnecting in ${Math.round(wait / 1000)} s…`);
   stream.retry = setTimeout(() => {
     if (state.stream === stream) connect(stream);
@@ -552,7 +553,8 @@ function drawChart() {
   });
   svg.replaceChildren(title, ...shapes);
   const sorted = [...delays].sort((a, b) => a - b);
-  const median = sorted[Math.floor(sorted.length / 2)];
+  const mid = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
   $("delay-summary").textContent =
     `${delays.length} measured · median ${Math.round(median)} ms · max ${Math.round(max)} ms (bars: oldest left)`;
 }
