@@ -195,7 +195,7 @@ def _with(features: UserFeatures, field: str, column: int | None, value: int) ->
 @pytest.mark.parametrize(
     "field, column, bad",
     [("user_idx", None, 11), ("user_idx", None, -3), ("recent_items", None, 31), ("profile_idx", 2, 5),
-     ("context_idx", 0, 4), ("context_idx", 1, 24)],
+     ("profile_idx", 0, -1), ("context_idx", 0, 4), ("context_idx", 1, 24), ("context_idx", 2, -2)],
 )  # fmt: skip
 def test_out_of_range_indices_read_as_unknown_in_both_models(field: str, column: int | None, bad: int) -> None:
     features = _user_features()

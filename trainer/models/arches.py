@@ -3,11 +3,12 @@ turns float features into one embedding-sized vector. Each model owns its own in
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from streamrec.features import CONTEXT_VOCAB_SIZES
 from trainer.models.inputs import ItemFeatures, UserFeatures
-from trainer.models.layers import MaskedMeanPool, known_index, mlp
+from trainer.models.layers import MaskedMeanPool, known_columns, known_index, mlp
 
 
 class UserArch(nn.Module):
@@ -35,15 +36,19 @@ class UserArch(nn.Module):
             self.recent_pool = MaskedMeanPool(nn.Embedding(n_recent_items, id_dim, padding_idx=0))
         self.context_embeddings = nn.ModuleList(nn.Embedding(n, side_dim) for n in self.context_sizes)
         self.n_vectors = 1 + int(n_recent_items > 0) + len(self.profile_sizes) + len(self.context_sizes)
+        self.register_buffer("profile_limits", torch.tensor(self.profile_sizes, dtype=torch.long), persistent=False)
+        self.register_buffer("context_limits", torch.tensor(self.context_sizes, dtype=torch.long), persistent=False)
 
     def forward(self, features: UserFeatures) -> list[Tensor]:
         parts = [self.user_embedding(known_index(features.user_idx, self.n_users))]
         if self.recent_pool is not None:
             parts.append(self.recent_pool(features.recent_items))
+        profile = known_columns(features.profile_idx, self.profile_limits)
         for j, table in enumerate(self.profile_embeddings):
-            parts.append(table(known_index(features.profile_idx[:, j], self.profile_sizes[j])))
+            parts.append(table(profile[:, j]))
+        context = known_columns(features.context_idx, self.context_limits)
         for j, table in enumerate(self.context_embeddings):
-            parts.append(table(known_index(features.context_idx[:, j], self.context_sizes[j])))
+            parts.append(table(context[:, j]))
         return parts
 
 

@@ -26,11 +26,20 @@ def known_index(ids: torch.Tensor, size: int) -> torch.Tensor:
     """``ids`` with every value outside 0..size-1 replaced by 0, the "unknown" row.  Long[*] -> Long[*]
 
     Inside the models (and so the exported graph) an out-of-range index is treated as an unknown id, as
-    serving does for ids missing from the export's maps: an element-wise select, with no host-device sync
+    serving does for ids missing from the export's maps: element-wise clamp and select, no host-device sync
     (reading back a min/max per input would stall the GPU on every call). Callers that want an error for
     such indices check once, outside the model, with :func:`check_index_ranges`.
     """
-    return torch.where((ids >= 0) & (ids < size), ids, torch.zeros_like(ids))
+    ids = ids.clamp(min=0)
+    return torch.where(ids < size, ids, 0)
+
+
+def known_columns(ids: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """:func:`known_index` for C columns at once (fewer ops than one call per column: each op costs a few
+    microseconds in the TorchScript interpreter or a kernel launch on the GPU).  Long[B, C], sizes Long[C]
+    -> Long[B, C]"""
+    ids = ids.clamp(min=0)
+    return torch.where(ids < sizes, ids, 0)
 
 
 class MaskedMeanPool(nn.Module):
