@@ -22,6 +22,7 @@ from streamrec.schemas import (
     decode_message,
     validate_interaction,
 )
+from tests.properties.budget import PROPERTY_SETTINGS
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 NOW_MS = (NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
@@ -75,17 +76,20 @@ def outcome(call: Any, *args: Any, **kwargs: Any) -> InteractionEvent | InvalidE
         return exc
 
 
+@PROPERTY_SETTINGS
 @given(json_values)
 def test_any_json_value_is_accepted_or_refused_with_the_typed_error(value: Any) -> None:
     outcome(decode_interaction, json.dumps(value).encode(), now=NOW)
     outcome(validate_interaction, value, now=NOW)
 
 
+@PROPERTY_SETTINGS
 @given(st.binary(max_size=300), st.none() | st.binary(max_size=20))
 def test_any_bytes_are_accepted_or_refused_with_the_typed_error(raw: bytes, key: bytes | None) -> None:
     outcome(decode_message, raw, key, now=NOW)
 
 
+@PROPERTY_SETTINGS
 @given(
     valid_events(),
     st.sampled_from(["event_id", "user_id", "item_id", "event_type", "timestamp", "context"]),
@@ -102,6 +106,7 @@ def test_a_field_replaced_by_any_json_value_is_refused_naming_that_field(
         assert isinstance(value, (str, int, dict)) and not isinstance(value, bool), value
 
 
+@PROPERTY_SETTINGS
 @given(valid_events())
 def test_accepted_events_round_trip_byte_for_byte(event: dict[str, Any]) -> None:
     decoded = decode_interaction(json.dumps(event).encode(), now=NOW)
@@ -113,6 +118,7 @@ def test_accepted_events_round_trip_byte_for_byte(event: dict[str, Any]) -> None
     assert decode_message(wire, decoded.user_id.encode(), now=NOW) == decoded
 
 
+@PROPERTY_SETTINGS
 @given(valid_events())
 def test_the_epoch_milliseconds_sent_are_the_ones_read(event: dict[str, Any]) -> None:
     decoded = decode_interaction(json.dumps(event).encode(), now=NOW)
@@ -121,6 +127,7 @@ def test_the_epoch_milliseconds_sent_are_the_ones_read(event: dict[str, Any]) ->
     assert decode_interaction(decoded.to_json_bytes(), now=NOW).epoch_ms == decoded.epoch_ms
 
 
+@PROPERTY_SETTINGS
 @given(valid_events(), st.booleans())
 def test_a_boolean_is_never_taken_for_an_integer(event: dict[str, Any], flag: bool) -> None:
     for name in ("schema_version", "timestamp"):
@@ -129,6 +136,7 @@ def test_a_boolean_is_never_taken_for_an_integer(event: dict[str, Any], flag: bo
         assert "boolean" in result.reason
 
 
+@PROPERTY_SETTINGS
 @given(valid_events(), st.integers(min_value=0, max_value=10**7), st.integers(min_value=1, max_value=10**11))
 def test_timestamps_beyond_the_skew_are_refused_and_within_it_accepted(
     event: dict[str, Any], skew_s: int, ahead_ms: int
@@ -146,6 +154,7 @@ def test_timestamps_beyond_the_skew_are_refused_and_within_it_accepted(
         assert isinstance(result, InteractionEvent) and result.epoch_ms == ts_ms
 
 
+@PROPERTY_SETTINGS
 @given(valid_events(), st.none() | st.binary(max_size=30))
 def test_the_kafka_key_must_be_the_user_id(event: dict[str, Any], key: bytes | None) -> None:
     result = outcome(decode_message, json.dumps(event).encode(), key, now=NOW)

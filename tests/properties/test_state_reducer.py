@@ -42,6 +42,7 @@ from streams.state import (
     load_user,
     user_features,
 )
+from tests.properties.budget import PROPERTY_SETTINGS
 from tests.streams.ground_truth import item_truth, user_truth
 
 T0 = 1_767_000_000_000
@@ -212,6 +213,7 @@ def check_nothing_counted_twice(log: Log) -> None:
         assert len(state.recent) <= liked.get(user, 0), f"{user}: a duplicate entered recent items"
 
 
+@PROPERTY_SETTINGS
 @given(logs())
 def test_out_of_order_duplicated_and_replayed_events_give_the_ground_truth(log: Log) -> None:
     check_against_truth(log)
@@ -245,10 +247,11 @@ def skewed_logs(draw: st.DrawFn) -> Log:
         "streams.state prunes the de-duplication ids by event time relative to the user's latest event: "
         "one far-future event evicts them all, and a later duplicate is counted as new. Minimal example: "
         "user u0 reads e1 (T0, offset 0), e2 (2099-01-01, offset 1), e1 again (offset 2): counted == 3, "
-        "distinct events == 2, recent_items lists i0 twice. The API and the worker refuse such events "
-        "(clock-skew policy), so this needs a producer that bypasses validation."
+        "distinct events == 2, recent_items lists i0 twice. With the clock-skew policy on (the default of "
+        "decode_interaction, which the worker calls) such an event no longer reaches the state."
     ),
 )
+@PROPERTY_SETTINGS
 @example(SKEW_EXAMPLE)
 @given(skewed_logs())
 def test_a_far_future_event_never_lets_a_later_duplicate_count(log: Log) -> None:
