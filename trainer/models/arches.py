@@ -43,10 +43,12 @@ class UserArch(nn.Module):
         parts = [self.user_embedding(known_index(features.user_idx, self.n_users))]
         if self.recent_pool is not None:
             parts.append(self.recent_pool(features.recent_items))
-        profile = known_columns(features.profile_idx, self.profile_limits)
+        profile_limits: Tensor = self.profile_limits  # type: ignore[assignment]
+        context_limits: Tensor = self.context_limits  # type: ignore[assignment]
+        profile = known_columns(features.profile_idx, profile_limits)
         for j, table in enumerate(self.profile_embeddings):
             parts.append(table(profile[:, j]))
-        context = known_columns(features.context_idx, self.context_limits)
+        context = known_columns(features.context_idx, context_limits)
         for j, table in enumerate(self.context_embeddings):
             parts.append(table(context[:, j]))
         return parts
