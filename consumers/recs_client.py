@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from streamrec.client import RecommendationConsumer
+from streamrec.logging import librdkafka_logger
 from streamrec.schemas.events import RecommendationMessage
 
 
@@ -70,7 +71,10 @@ def run(users: Iterable[str] | None, from_beginning: bool, group: str | None, id
         return idle_exit_s is not None and time.monotonic() - last > idle_exit_s
 
     with RecommendationConsumer(
-        group_id=group, from_beginning=from_beginning, user_ids=set(users) if users else None
+        group_id=group,
+        from_beginning=from_beginning,
+        user_ids=set(users) if users else None,
+        logger=librdkafka_logger("recs-client"),  # librdkafka's own lines through Python logging
     ) as consumer:
         follow(consumer, cache, on_change, should_stop)
     return 0
