@@ -110,6 +110,16 @@ def check_not_in_future(
     return event
 
 
+def skew_reference(timestamp_ms: int | None, log_append_time: bool) -> datetime | None:
+    """The ``now`` a Kafka consumer passes to the skew policy: the broker's append time of the record when
+    the topic stamps ``LogAppendTime``, the same for every consumer group and every re-read, so the worker
+    and the archiver always decide alike. None (the validating machine's clock) otherwise: a
+    ``CreateTime`` is whatever the producer chose."""
+    if not log_append_time or timestamp_ms is None or timestamp_ms <= 0:
+        return None
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=timestamp_ms)
+
+
 def decode_interaction(
     raw: bytes,
     max_bytes: int = DEFAULT_MAX_EVENT_BYTES,

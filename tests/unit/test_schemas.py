@@ -22,6 +22,7 @@ from streamrec.schemas import (
     decode_recommendation,
     validate_interaction,
 )
+from streamrec.schemas.codec import skew_reference
 from streamrec.schemas.export import MODELS, render, schema_path
 
 VALID = {
@@ -244,6 +245,17 @@ def test_without_now_the_validating_machines_clock_is_the_reference() -> None:
     assert decode_interaction(at(soon)).timestamp == soon
     with pytest.raises(InvalidEventError, match="in the future"):
         decode_interaction(at(datetime.now(UTC) + timedelta(minutes=6)))
+
+
+def test_the_skew_reference_of_a_kafka_record_is_its_append_time_only() -> None:
+    append_ms = 1_795_856_400_000  # 2026-11-28T09:00:00Z
+    assert skew_reference(append_ms, log_append_time=True) == NOW
+    assert skew_reference(append_ms, log_append_time=False) is None  # CreateTime: the producer's choice
+    assert skew_reference(None, log_append_time=True) is None
+    assert skew_reference(-1, log_append_time=True) is None
+    raw = at(NOW + timedelta(minutes=6))
+    with pytest.raises(InvalidEventError, match="in the future"):
+        decode_message(raw, b"user-42", now=skew_reference(append_ms, log_append_time=True))
 
 
 def test_the_api_validation_applies_the_same_skew_policy() -> None:
