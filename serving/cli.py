@@ -89,7 +89,9 @@ def _serve_setup(parser: argparse.ArgumentParser) -> CommandHandler:
     prep.add_argument("--version", help="serve this published version instead of CURRENT (rollback)")
     prep.add_argument("--repository", help="model repository (default: STREAMREC_TRITON_MODEL_REPOSITORY)")
     prep.add_argument(
-        "--device", choices=("cpu", "gpu"), help="instance kind (default: STREAMREC_SERVING_INSTANCE_KIND)"
+        "--device",
+        choices=("cpu", "gpu"),
+        help="instance kind of the model stages (default: STREAMREC_SERVING_INSTANCE_KIND)",
     )
     prep.add_argument("--no-load", action="store_true", help="only write files; do not call Triton's model control")
     prep.add_argument("--force", action="store_true", help="write a new slot even if the version is unchanged")

@@ -1,6 +1,6 @@
 """The Triton model repository: rendered for one export version, switched to a new one without downtime.
 
-Layout (under ``TritonSettings().model_repository``)::
+Ensemble layout (``STREAMREC_SERVING_LAYOUT=ensemble``; under ``TritonSettings().model_repository``)::
 
     recommend/config.pbtxt                 ensemble; each step pins ``model_version: <slot>``
     recommend/1/                           (empty version dir the ensemble needs)
@@ -14,8 +14,8 @@ stage (Triton adds version s+1 while s keeps serving); write the ensemble pinned
 swaps the ensemble only once it is ready; in-flight requests finish on slot s); after a grace period delete
 slot s and load the stages again, which unloads it. No request sees two export versions.
 
-The fused layout (``STREAMREC_SERVING_LAYOUT=fused``) serves the same stages from one python-backend model
-under the ensemble's name, so clients do not change::
+The fused layout (the default, ``STREAMREC_SERVING_LAYOUT=fused``) serves the same stages from one
+python-backend model under the ensemble's name, so clients do not change::
 
     recommend/config.pbtxt                 python backend, the ensemble's inputs and outputs, latest version
     recommend/<slot>/model.py, stage.json  the whole pipeline in one stub process
