@@ -1,0 +1,26 @@
+"""The worker's Faust wiring, built without a broker: which agents read which topics, tables and their codecs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamrec.settings import BloomSettings, KafkaSettings, RedisSettings
+from streams.app import ITEM_CODEC, USER_CODEC, create_app
+from streams.catalog import Catalog
+from streams.interfaces import WorkerConfig
+from streams.settings import StreamsSettings
+
+
+def test_create_app_wires_both_agents_tables_and_pages_and_defers_the_runtime(tmp_path: Path) -> None:
+    streams = StreamsSettings(app_id="wiring-test", interactions_topic="wiring.in", data_dir=tmp_path)
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    config = WorkerConfig(streams, kafka, RedisSettings(), BloomSettings(), 3, Catalog({}, "test"), None)
+    app, runtime = create_app(config)
+
+    readers = {name: agent.channel.get_topic_name() for name, agent in app.agents.items()}
+    assert readers == {"wiring-test.interactions": "wiring.in", "wiring-test.items": "wiring-test-by-item"}
+    for name, codec in (("users", USER_CODEC), ("items", ITEM_CODEC)):
+        changelog = app.tables[name].changelog_topic
+        assert (changelog.get_topic_name(), changelog.value_serializer) == (f"wiring-test-{name}-changelog", codec)
+        assert changelog.partitions == 3
+    assert runtime.interactions is None and runtime.items is None, "processors are built on the event loop"
