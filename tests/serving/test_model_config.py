@@ -104,3 +104,11 @@ def test_serving_pipeline_modules_import_no_cycle() -> None:
         if graph.find_shortest_chain(a, b) and graph.find_shortest_chain(b, a)
     ]
     assert cycles == []
+
+
+def test_the_generic_model_takes_its_stage_from_the_model_name() -> None:
+    assert [stage_of_model(stage_model_name(name)) for name in STAGES] == list(STAGES)
+    # The pipeline's own name (the fused model) and names of no stage run the whole pipeline.
+    assert stage_of_model("recommend") is None
+    assert stage_of_model("recommend_no_such_stage") is None
+    assert stage_of_model("ranker") is None
