@@ -50,10 +50,8 @@ WRITES: dict[tuple[str, ...], list[tuple[str, str, str]]] = {
         ("TrainerSettings", "cache_dir", "dir"),
         ("TrainerSettings", "checkpoint_dir", "dir"),
     ],
-    # The Feast registry: FeastSettings.registry (StreamsSettings.feast_registry while that field exists).
     ("features", "apply"): [
         ("FeastSettings", "registry", "file"),
-        ("StreamsSettings", "feast_registry", "file"),
         ("PathsSettings", "archive_root", "dir"),
     ],
     ("serve", "prepare"): [("TritonSettings", "model_repository", "dir")],
