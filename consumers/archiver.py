@@ -162,6 +162,7 @@ class Archiver:
 
     def run(self, should_stop: Callable[[], bool], idle_exit_s: float | None = None) -> ArchiverStats:
         """Until ``should_stop()`` (or ``idle_exit_s`` without messages); the buffer is written before return."""
+        log.info("archiving %s as group %s into %s", self.consumer.topic, self.group, self.root)
         removed = remove_stale_temporaries(self.root)
         if removed:
             log.info("removed %d temporary files of an interrupted write", removed)
