@@ -1,4 +1,4 @@
-"""``streamrec catalog import FILE`` and ``streamrec catalog topics``: a shop's items and users into Kafka.
+"""``streamrec catalog import FILE|topics|snapshot``: a shop's items and users into Kafka, and into the archive.
 
 Registered like the app folders' commands (``register(registry)``); ``python -m streamrec.catalog.cli``
 runs the same commands on their own.
@@ -147,6 +147,25 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    from streamrec.catalog.snapshot import write_snapshot
+    from streamrec.client.catalog import read_catalog
+    from streamrec.settings import PathsSettings
+
+    kafka, catalog = KafkaSettings.load(), CatalogSettings.load()
+    root = Path(args.archive) if args.archive else PathsSettings.load().archive_root
+    items, rejected_items = read_catalog(kafka, catalog, CatalogKind.ITEMS, args.timeout)
+    users, rejected_users = read_catalog(kafka, catalog, CatalogKind.USERS, args.timeout)
+    ref = write_snapshot(root, items, users)
+    rejected = rejected_items + rejected_users
+    print(
+        f"wrote catalog snapshot {ref.path}: {len(items.live())} items ({len(items.tombstones())} deleted), "
+        f"{len(users.live())} users ({len(users.tombstones())} deleted)"
+        + (f"; {rejected} invalid records sent to {catalog.dlq_topic}" if rejected else "")
+    )
+    return 0
+
+
 def setup_catalog(parser: argparse.ArgumentParser) -> CommandHandler:
     subs = parser.add_subparsers(dest="catalog_command", metavar="ACTION", parser_class=type(parser))
     subs.required = True
@@ -170,6 +189,10 @@ def setup_catalog(parser: argparse.ArgumentParser) -> CommandHandler:
     imp.set_defaults(_catalog_handler=_import)
     topics = subs.add_parser("topics", help="create the compacted items / users topics and the catalog DLQ")
     topics.set_defaults(_catalog_handler=_topics)
+    snap = subs.add_parser("snapshot", help="read the catalog topics and write a versioned snapshot to the archive")
+    snap.add_argument("--archive", metavar="DIR", help="archive root (default: STREAMREC_PATHS_ARCHIVE_ROOT)")
+    snap.add_argument("--timeout", type=float, default=120.0, help="give up reading a topic after S seconds")
+    snap.set_defaults(_catalog_handler=_snapshot)
 
     def dispatch(args: argparse.Namespace) -> int:
         return int(args._catalog_handler(args))
@@ -179,7 +202,9 @@ def setup_catalog(parser: argparse.ArgumentParser) -> CommandHandler:
 
 def register(registry: PluginRegistry) -> None:
     registry.add_settings(CatalogSettings)
-    registry.add_command("catalog", "the item and user catalog: import files, create the topics", setup_catalog)
+    registry.add_command(
+        "catalog", "the item and user catalog: import files, create the topics, write snapshots", setup_catalog
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

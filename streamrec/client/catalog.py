@@ -10,18 +10,21 @@ the tombstone (readers ignore nulls: see :func:`streamrec.catalog.codec.decode_m
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamrec.catalog.codec import CatalogKind, decode_message, validate_item, validate_record, validate_user
 from streamrec.catalog.models import CatalogItem, CatalogRecord, ItemTombstone, UserProfile, UserTombstone
 from streamrec.catalog.settings import CatalogSettings
+from streamrec.catalog.state import CatalogState
+from streamrec.client.consumer import consumer_config
 from streamrec.client.dlq import DeadLetterPublisher
 from streamrec.client.producer import DeliveryCallback, DeliveryStats, producer_config
-from streamrec.errors import DeliveryError, InvalidEventError
+from streamrec.errors import DeliveryError, InvalidEventError, StoreUnavailableError
 from streamrec.settings import KafkaSettings
 
 
@@ -183,3 +186,44 @@ class CatalogRejects:
             self._dlq.publish(exc, value, key, topic, int(msg.partition() or 0), int(msg.offset() or 0))
             return None
         return record
+
+
+def read_catalog(
+    kafka: KafkaSettings, catalog: CatalogSettings, kind: CatalogKind, timeout_s: float = 120.0
+) -> tuple[CatalogState[Any], int]:
+    """The whole catalog of one kind: its compacted topic read from the start up to the end it had when the
+    read began, reduced (last ``updated_at`` wins). Returns (state, rejected); rejects go to the catalog DLQ.
+    """
+    topic = catalog.items_topic if kind is CatalogKind.ITEMS else catalog.users_topic
+    conf = consumer_config(kafka, f"streamrec-catalog-read-{uuid.uuid4().hex}", **{"enable.auto.commit": False})
+    consumer = Consumer(conf)
+    producer = Producer(producer_config(kafka))
+    rejects = CatalogRejects(kafka, catalog, producer, "catalog-reader")
+    state: CatalogState[Any] = CatalogState()
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=10.0).topics[topic]
+            if meta.error is not None:
+                raise StoreUnavailableError(f"cannot read topic {topic}: {meta.error.str()}")
+            partitions = sorted(meta.partitions)
+            ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10.0) for p in partitions}
+        except KafkaException as exc:
+            raise StoreUnavailableError(f"Kafka at {kafka.bootstrap} unreachable: {exc}") from None
+        pending = {p: high for p, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in pending])
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise StoreUnavailableError(f"reading {topic} took longer than {timeout_s:.0f}s")
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is None and (record := rejects.accept(msg)) is not None:
+                    state.apply(record)
+            # By position, not by the last offset seen: compaction leaves gaps in the offsets.
+            for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
+                if tp.offset >= pending[tp.partition]:
+                    del pending[tp.partition]
+        if producer.flush(30):
+            raise StoreUnavailableError("dead letters of rejected catalog records undelivered")
+    finally:
+        consumer.close()
+    return state, rejects.rejected

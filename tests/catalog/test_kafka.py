@@ -170,3 +170,35 @@ def test_invalid_catalog_messages_go_to_the_catalog_dlq_with_the_reason(
     assert by_field == sorted((field, catalog.items_topic, "catalog-test") for _, _, field, _ in bad)
     for _, _, field, reason in bad:
         assert any(letter["field"] == field and reason in letter["reason"] for letter in letters), (field, reason)
+
+
+def test_snapshot_from_the_topics_is_the_reduced_catalog_the_trainer_reads(
+    stack: StackHandle, catalog: CatalogSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamrec.archive import read_items, read_users
+    from streamrec.catalog.snapshot import latest_snapshot, read_snapshot
+
+    ensure_catalog_topics(stack.kafka, catalog)
+    base = {"category": "kitchen", "price": 2.0}
+    with CatalogProducer(stack.kafka, catalog) as producer:
+        for n in range(20):
+            producer.upsert_item({**base, "item_id": f"i{n}", "title": f"Item {n}", "updated_at": T0 + n})
+        producer.upsert_item({**base, "item_id": "i3", "title": "Item 3, renamed", "updated_at": T0 + 100})
+        producer.upsert_item({**base, "item_id": "i4", "title": "stale", "updated_at": T0 - 1})
+        producer.delete_item("i5", updated_at=T0 + 100)
+        producer.upsert_user({"user_id": "u1", "attributes": {"segment": "gold"}, "updated_at": T0})
+        producer.delete_user("u2", updated_at=T0)
+    raw = Producer(stack.kafka.client_config())
+    raw.produce(catalog.items_topic, key=b"i99", value=b"{oops")
+    assert raw.flush(60) == 0
+
+    assert cli.main(["snapshot", "--archive", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "19 items (1 deleted), 1 users (1 deleted); 1 invalid records sent to" in out, out
+    ref = latest_snapshot(tmp_path)
+    items = read_items(ref.path).set_index("item_id")
+    assert sorted(items.index) == sorted(f"i{n}" for n in range(20) if n != 5)
+    assert items.loc["i3", "text"] == "Item 3, renamed" and items.loc["i4", "text"] == "Item 4"
+    assert read_users(ref.path)["user_id"].tolist() == ["u1"]
+    restored, _ = read_snapshot(ref)
+    assert "i5" in restored.tombstones()
