@@ -152,6 +152,7 @@ def pushed(driver: Any) -> int:
 
 def test_pick_a_user_click_and_dislike_items_watch_pushed_lists_then_go_anonymous(browser: Any, page_url: str) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     wait = WebDriverWait(browser, WAIT_S)
@@ -175,9 +176,22 @@ def test_pick_a_user_click_and_dislike_items_watch_pushed_lists_then_go_anonymou
     assert browser.find_elements(By.CSS_SELECTOR, "#timings tbody tr")  # per-stage timings of the request
     shot(browser, "02-user-picked")
 
-    # Click the first item: the worker marks it seen, refreshes through Triton, and the pushed list lacks it.
+    # Every control has a label; every button has a name.
+    unlabelled = browser.execute_script(
+        "return [...document.querySelectorAll('input, select')].filter(e => !e.labels.length).map(e => e.id)"
+    )
+    assert unlabelled == []
+    nameless = browser.execute_script(
+        "return [...document.querySelectorAll('button')].filter(b => !(b.getAttribute('aria-label') || "
+        "b.textContent.trim())).length"
+    )
+    assert nameless == 0
+
+    # Click the first item, by keyboard: the worker marks it seen, refreshes through Triton, and the pushed list
+    # lacks it.
     first = before[0]
-    browser.find_element(By.CSS_SELECTOR, f'.card[data-item-id="{first}"] button[data-action="click"]').click()
+    click = browser.find_element(By.CSS_SELECTOR, f'.card[data-item-id="{first}"] button[data-action="click"]')
+    click.send_keys(Keys.ENTER)
     wait.until(lambda d: pushed(d) >= 1 and first not in shown_items(d))
     delay = browser.find_element(By.ID, "last-delay").text
     assert delay.endswith(" ms") and int(delay.split()[0]) > 0
