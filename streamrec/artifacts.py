@@ -11,6 +11,12 @@ Layout under ``export_root``::
         ranker.pt                 TorchScript: forward(Dict[str, Tensor]) keyed by features.RANKER_INPUTS
                                   {the four above, user_dense[B,U], item_idx[B,N], item_cat[B,N],
                                   item_dense[B,N,Q], item_text[B,N,T], item_image[B,N,I]} -> logits[B,N]
+        item_content_encoder.pt   TorchScript: forward(Dict[str, Tensor]) keyed by features.CONTENT_ENCODER_INPUTS
+                                  {item_cat[M], item_price[M], text_embedding[M,R_t], image_embedding[M,R_i]}
+                                  -> Dict keyed by features.CONTENT_ENCODER_OUTPUTS {item_embedding[M,D],
+                                  item_dense[M,Q], item_text[M,T], item_image[M,I]}: an item added after
+                                  training, embedded from its content alone (rows to append to the index and
+                                  to item_features)
         item_index.faiss          FAISS index over item_embeddings (row r <-> item index r + 1)
         item_ids.json             list; position i <-> item index i + 1 (index 0 is padding / unknown)
         user_ids.json             same convention for users
@@ -57,6 +63,11 @@ CATEGORIES_FILE = "categories.json"
 USER_PROFILES_FILE = "user_profiles.npz"
 QUERY_TOWER_FILE = "query_tower.pt"
 RANKER_FILE = "ranker.pt"
+CONTENT_ENCODER_FILE = "item_content_encoder.pt"
+#: ``ExportMetadata.models`` keys.
+QUERY_TOWER_MODEL = "query_tower"
+RANKER_MODEL = "ranker"
+CONTENT_ENCODER_MODEL = "item_content_encoder"
 INDEX_FILE = "item_index.faiss"
 ITEM_FEATURE_ARRAYS = ("category_idx", "dense", "text", "image", "popularity")
 VERSION_PATTERN = re.compile(r"^v\d{14}-[0-9a-f]{6}$")
@@ -85,6 +96,10 @@ class FeatureSpec(_Strict):
     image_model: str | None = Field(description="CLIP model of the image embeddings; null: images are zeros.")
     text_model: str | None = None
     recent_item_event_types: list[str] = Field(default_factory=list)
+    text_embedding_dim: int | None = Field(
+        None, ge=1, description="Width of the raw text embedding the content encoder takes (384 for MiniLM)."
+    )
+    image_embedding_dim: int = Field(0, ge=0, description="Width of the raw CLIP embedding it takes; 0: no CLIP.")
 
 
 class ModelFile(_Strict):

@@ -84,6 +84,19 @@ RANKER_INPUTS: tuple[str, ...] = (
     MODEL_ITEM_TEXT,
     MODEL_ITEM_IMAGE,
 )
+#: The content-only item encoder (a new item, no learned id embedding): M items in, per-item rows out.
+MODEL_ITEM_PRICE = "item_price"  # Float[M] price in the catalog's currency (negative / NaN read as 0)
+MODEL_TEXT_EMBEDDING = "text_embedding"  # Float[M, 384] all-MiniLM-L6-v2 of the item text, L2-normalised
+MODEL_IMAGE_EMBEDDING = "image_embedding"  # Float[M, C] CLIP image embedding, L2-normalised (C = 0: no CLIP)
+MODEL_ITEM_EMBEDDING = "item_embedding"  # Float[M, D] item-tower vector, the row to add to the FAISS index
+CONTENT_ENCODER_INPUTS: tuple[str, ...] = (
+    MODEL_ITEM_CATEGORY,
+    MODEL_ITEM_PRICE,
+    MODEL_TEXT_EMBEDDING,
+    MODEL_IMAGE_EMBEDDING,
+)
+#: Outputs (one dict): the index row and the ranker's item-feature rows (item_features.npz columns).
+CONTENT_ENCODER_OUTPUTS: tuple[str, ...] = (MODEL_ITEM_EMBEDDING, MODEL_ITEM_DENSE, MODEL_ITEM_TEXT, MODEL_ITEM_IMAGE)
 #: Context vocabulary sizes (device, hour of day, weekday), in CONTEXT_FIELDS order.
 N_HOURS = 24
 N_WEEKDAYS = 7

@@ -13,14 +13,23 @@ import torch
 from streamrec import artifacts as art
 from streamrec.errors import ArtifactError
 from streamrec.features import (
+    CONTENT_ENCODER_INPUTS,
+    CONTENT_ENCODER_OUTPUTS,
     MODEL_CONTEXT_IDX,
+    MODEL_IMAGE_EMBEDDING,
+    MODEL_ITEM_CATEGORY,
+    MODEL_ITEM_DENSE,
+    MODEL_ITEM_EMBEDDING,
+    MODEL_ITEM_PRICE,
+    MODEL_ITEM_TEXT,
     MODEL_PROFILE_IDX,
     MODEL_RECENT_ITEMS,
+    MODEL_TEXT_EMBEDDING,
     MODEL_USER_IDX,
     RANKER_INPUTS,
 )
 from trainer.data.loading import Dataset
-from trainer.embeddings.content import ContentEmbeddings
+from trainer.embeddings.content import ContentEmbeddings, encode_texts
 from trainer.export.index import brute_force, build_index, read_index, search
 from trainer.export.writer import load_trained
 from trainer.models.inputs import ItemFeatures, RankerBatch, UserFeatures
@@ -196,3 +205,42 @@ def test_interrupted_training_resumes_from_its_checkpoint(
     again = train_models(tiny_dataset, rows, tiny_content, settings, checkpoint_dir=tmp_path, retrieval_epochs=2)
     assert again.stats[0].resumed_from_epoch == 1
     assert again.stats[0].epochs == 1  # only the missing epoch ran
+
+
+def test_content_encoder_embeds_a_catalog_item_as_the_trainer_does_an_unknown_one(
+    export_root: Path, trained: TrainedModels, tiny_dataset: Dataset, settings: TrainerSettings
+) -> None:
+    directory = art.current_dir(export_root)
+    meta = art.check_version_dir(directory)
+    assert meta.models[art.CONTENT_ENCODER_MODEL].file == art.CONTENT_ENCODER_FILE
+    assert meta.feature_spec.text_embedding_dim == 384 and meta.feature_spec.image_embedding_dim == 0
+    encoder = torch.jit.load(str(directory / art.CONTENT_ENCODER_FILE))
+    rows = np.array([1, 5, 17, tiny_dataset.catalog.n_items])
+    raw_text, _ = encode_texts([tiny_dataset.catalog.texts[r - 1] for r in rows], settings)
+    maps = art.load_id_maps(directory)
+    categories = [tiny_dataset.catalog.categories[c - 1] for c in tiny_dataset.catalog.category_idx[rows]]
+    inputs = {
+        MODEL_ITEM_CATEGORY: torch.tensor([maps.categories.index(c) for c in categories]),
+        MODEL_ITEM_PRICE: torch.as_tensor(tiny_dataset.catalog.price[rows]),
+        MODEL_TEXT_EMBEDDING: torch.as_tensor(raw_text),
+        MODEL_IMAGE_EMBEDDING: torch.zeros((len(rows), 0)),
+    }
+    assert tuple(inputs) == CONTENT_ENCODER_INPUTS
+    with torch.no_grad():
+        out = encoder(inputs)
+        tower = trained.two_tower.item_tower.cpu().eval()
+        tables = trained.items.to("cpu")
+        expected = tower(
+            tables.features(torch.as_tensor(rows))._replace(item_idx=torch.zeros(len(rows), dtype=torch.long))
+        )
+    assert set(out) == set(CONTENT_ENCODER_OUTPUTS)
+    np.testing.assert_allclose(out[MODEL_ITEM_TEXT].numpy(), trained.items.text[rows], atol=1e-5)
+    np.testing.assert_allclose(out[MODEL_ITEM_DENSE][:, 1].numpy(), trained.items.dense[rows, 1], atol=1e-6)
+    assert (out[MODEL_ITEM_DENSE][:, 0] == 0).all()  # no interactions yet
+    np.testing.assert_allclose(out[MODEL_ITEM_EMBEDDING].numpy(), expected.numpy(), atol=1e-4)
+    # Content alone differs from the learned vector of a known item (the id embedding adds to it) ...
+    learned = trained.item_embeddings()[rows]
+    assert not np.allclose(out[MODEL_ITEM_EMBEDDING].numpy(), learned, atol=1e-4)
+    # ... and a missing input is named.
+    with pytest.raises(Exception, match=MODEL_TEXT_EMBEDDING):
+        encoder({k: v for k, v in inputs.items() if k != MODEL_TEXT_EMBEDDING})

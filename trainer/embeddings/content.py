@@ -28,6 +28,9 @@ class ContentEmbeddings:
     text_model: str | None
     image_model: str | None
     notes: list[str]
+    #: raw model embedding -> ``text`` / ``image`` features; None for an export older than the content encoder
+    text_projection: Projection | None = None
+    image_projection: Projection | None = None
 
 
 def torch_device(setting: str) -> str:
@@ -142,23 +145,71 @@ def encode_images(images: list[bytes | None], settings: TrainerSettings) -> np.n
     return _cached(cache, compute)
 
 
-def pca_reduce(values: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    """Centre and project on the top ``dims`` principal components (deterministic).  -> float32 [n, dims]"""
+@dataclass(frozen=True)
+class Projection:
+    """The PCA step from raw model embeddings to the model's content features: ``(raw - mean) @ components / scale``.
+
+    mean float32 [R], components float32 [R, K], scale > 0. Kept so that an item added after training gets
+    exactly the features the training catalog got (the exported content encoder holds the same arrays).
+    """
+
+    mean: np.ndarray
+    components: np.ndarray
+    scale: float
+
+    @classmethod
+    def identity(cls, width: int) -> Projection:
+        return cls(np.zeros(width, np.float32), np.eye(width, dtype=np.float32), 1.0)
+
+    @property
+    def raw_dim(self) -> int:
+        return int(self.components.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.components.shape[1])
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """float32 [n, R] -> float32 [n, K]"""
+        if raw.shape[1] != self.raw_dim:
+            raise DataError(f"raw embeddings have width {raw.shape[1]}, the projection expects {self.raw_dim}")
+        return (((raw - self.mean) @ self.components) / self.scale).astype(np.float32)
+
+    def to_state(self) -> dict[str, object]:
+        return {"mean": self.mean, "components": self.components, "scale": self.scale}
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> Projection:
+        return cls(
+            np.asarray(state["mean"], np.float32),
+            np.asarray(state["components"], np.float32),
+            float(state["scale"]),  # type: ignore[arg-type]
+        )
+
+
+def fit_pca(values: np.ndarray, dims: int, seed: int) -> Projection:
+    """Top ``dims`` principal components (deterministic); the identity when ``dims`` does not reduce."""
     if dims <= 0 or dims >= values.shape[1]:
-        return values.astype(np.float32)
-    centred = values - values.mean(axis=0, keepdims=True)
+        return Projection.identity(values.shape[1])
+    mean = values.mean(axis=0)
+    centred = values - mean
     dims = min(dims, values.shape[0])
     rng = np.random.default_rng(seed)
     # Randomised range finder: exact enough for a few thousand items and fast.
     sketch = centred.T @ (centred @ rng.standard_normal((values.shape[1], dims + 10)))
     basis, _ = np.linalg.qr(sketch)
     _, _, vt = np.linalg.svd(centred @ basis, full_matrices=False)
-    components = (basis @ vt.T)[:, :dims]
+    found = (basis @ vt.T)[:, :dims]
+    components = np.zeros((values.shape[1], dims), dtype=np.float64)
+    components[:, : found.shape[1]] = found
     projected = centred @ components
     scale = float(np.sqrt((projected**2).sum(axis=1).mean())) or 1.0
-    out = np.zeros((values.shape[0], dims), dtype=np.float32)
-    out[:, : projected.shape[1]] = projected / scale
-    return out
+    return Projection(mean.astype(np.float32), components.astype(np.float32), scale)
+
+
+def pca_reduce(values: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    """Centre and project on the top ``dims`` principal components (deterministic).  -> float32 [n, dims]"""
+    return fit_pca(values, dims, seed).apply(values.astype(np.float32))
 
 
 def build_content_embeddings(
@@ -166,15 +217,18 @@ def build_content_embeddings(
 ) -> ContentEmbeddings:
     notes: list[str] = []
     raw_text, text_name = encode_texts(texts, settings)
-    text = pca_reduce(raw_text, settings.text_dim, settings.seed)
+    text_projection = fit_pca(raw_text, settings.text_dim, settings.seed)
+    text = text_projection.apply(raw_text)
     raw_image = encode_images(images, settings)
     if raw_image is None:
+        image_projection = Projection.identity(0)
         image = np.zeros((len(texts), 0), dtype=np.float32)
         image_name = None
         why = "no CLIP model configured" if not settings.clip_model else "the dataset has no item images"
         notes.append(f"image embeddings skipped: {why}")
     else:
-        image = pca_reduce(raw_image, settings.image_dim, settings.seed)
+        image_projection = fit_pca(raw_image, settings.image_dim, settings.seed)
+        image = image_projection.apply(raw_image)
         image_name = settings.clip_model
     pad_t = np.zeros((1, text.shape[1]), dtype=np.float32)
     pad_i = np.zeros((1, image.shape[1]), dtype=np.float32)
@@ -184,4 +238,6 @@ def build_content_embeddings(
         text_model=text_name,
         image_model=image_name,
         notes=notes,
+        text_projection=text_projection,
+        image_projection=image_projection,
     )

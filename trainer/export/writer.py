@@ -17,10 +17,16 @@ from streamrec.errors import ArtifactError
 from streamrec.features import CONTEXT_FIELDS, RECENT_ITEMS_LEN, USER_COUNT_FEATURES
 from trainer.data.history import RECENT_ITEM_TYPES
 from trainer.data.loading import Dataset, UserTable
-from trainer.embeddings.content import ContentEmbeddings
+from trainer.embeddings.content import ContentEmbeddings, Projection
 from trainer.export.index import build_index, write_index
 from trainer.models.dlrm import DLRMConfig, DLRMRanker, ExportedRanker
-from trainer.models.two_tower import ExportedQueryTower, TwoTower, TwoTowerConfig
+from trainer.models.two_tower import (
+    ExportedItemContentEncoder,
+    ExportedQueryTower,
+    ItemTower,
+    TwoTower,
+    TwoTowerConfig,
+)
 from trainer.settings import TrainerSettings
 from trainer.train.pipeline import TrainedModels
 from trainer.train.tables import ITEM_DENSE_FEATURES, ItemTables
@@ -41,6 +47,24 @@ def feature_spec(users: UserTable, content: ContentEmbeddings) -> art.FeatureSpe
         image_model=content.image_model,
         text_model=content.text_model,
         recent_item_event_types=list(RECENT_ITEM_TYPES),
+        text_embedding_dim=content.text_projection.raw_dim if content.text_projection else None,
+        image_embedding_dim=content.image_projection.raw_dim if content.image_projection else 0,
+    )
+
+
+def content_encoder(tower: ItemTower, content: ContentEmbeddings) -> ExportedItemContentEncoder:
+    """The content-only item encoder over ``tower`` with the catalog's projections."""
+    if content.text_projection is None or content.image_projection is None:
+        raise ArtifactError("the content projections are unknown (a version exported before the content encoder)")
+    text, image = content.text_projection, content.image_projection
+    return ExportedItemContentEncoder(
+        tower,
+        torch.as_tensor(text.mean),
+        torch.as_tensor(text.components),
+        text.scale,
+        torch.as_tensor(image.mean),
+        torch.as_tensor(image.components),
+        image.scale,
     )
 
 
@@ -71,6 +95,14 @@ def stage_version(
         ranker = models.ranker.cpu().eval()
         script(ExportedQueryTower(two_tower.query_tower)).save(str(staging / art.QUERY_TOWER_FILE))
         script(ExportedRanker(ranker)).save(str(staging / art.RANKER_FILE))
+        model_files = {
+            art.QUERY_TOWER_MODEL: art.ModelFile(file=art.QUERY_TOWER_FILE),
+            art.RANKER_MODEL: art.ModelFile(file=art.RANKER_FILE),
+        }
+        if models.content.text_projection is not None and models.content.image_projection is not None:
+            encoder = content_encoder(two_tower.item_tower, models.content)
+            script(encoder).save(str(staging / art.CONTENT_ENCODER_FILE))
+            model_files[art.CONTENT_ENCODER_MODEL] = art.ModelFile(file=art.CONTENT_ENCODER_FILE)
         embeddings = item_embeddings if item_embeddings is not None else models.item_embeddings()
         item_rows = embeddings[1:]
         np.save(staging / art.ITEM_EMBEDDINGS_FILE, item_rows.astype(np.float32))
@@ -98,6 +130,8 @@ def stage_version(
                 "profile_fields": dataset.users.profile_fields,
                 "profile_vocabs": dataset.users.profile_vocabs,
                 "item_embeddings": embeddings,
+                "text_projection": _projection_state(models.content.text_projection),
+                "image_projection": _projection_state(models.content.image_projection),
             },
             staging / TRAINING_STATE_FILE,
         )
@@ -113,10 +147,7 @@ def stage_version(
             n_items=dataset.catalog.n_items,
             n_users=dataset.users.n_users,
             feature_spec=feature_spec(dataset.users, models.content),
-            models={
-                "query_tower": art.ModelFile(file=art.QUERY_TOWER_FILE),
-                "ranker": art.ModelFile(file=art.RANKER_FILE),
-            },
+            models=model_files,
             index=art.IndexInfo(file=art.INDEX_FILE, type=index_name),
             training_state=TRAINING_STATE_FILE,
         )
@@ -125,6 +156,15 @@ def stage_version(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return staging
+
+
+def _projection_state(projection: Projection | None) -> dict[str, object] | None:
+    return None if projection is None else projection.to_state()
+
+
+def _projection(state: dict[str, Any], key: str) -> Projection | None:
+    value = state.get(key)
+    return None if value is None else Projection.from_state(value)
 
 
 def ranker_config(ranker: DLRMRanker, dataset: Dataset, content: ContentEmbeddings) -> DLRMConfig:
@@ -169,6 +209,8 @@ def load_trained(directory: Path) -> tuple[TrainedModels, art.ExportMetadata, di
         text_model=meta.feature_spec.text_model,
         image_model=meta.feature_spec.image_model,
         notes=[],
+        text_projection=_projection(state, "text_projection"),
+        image_projection=_projection(state, "image_projection"),
     )
     models = TrainedModels(
         two_tower=two_tower.eval(),

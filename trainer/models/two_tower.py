@@ -91,6 +91,57 @@ class ExportedQueryTower(nn.Module):
         return self.tower(user_features_from_dict(inputs))
 
 
+class ExportedItemContentEncoder(nn.Module):
+    """The item tower's content-only path as exported, for items added after training (no learned id).
+
+    One dict keyed by ``streamrec.features.CONTENT_ENCODER_INPUTS``:
+    {item_cat Long[M] (categories.json index, 0 = unknown), item_price Float[M],
+    text_embedding Float[M, R_t] (the raw sentence embedding), image_embedding Float[M, R_i]}
+    -> {item_embedding Float[M, D], item_dense Float[M, 2], item_text Float[M, T], item_image Float[M, I]}.
+    It applies the training catalog's PCA projections (held as buffers), sets ``log_popularity`` to 0 (no
+    interactions yet) and runs the item tower with ``item_idx = 0``: exactly the vectors the trainer computes
+    for an unknown item.
+    """
+
+    def __init__(
+        self,
+        tower: ItemTower,
+        text_mean: torch.Tensor,
+        text_components: torch.Tensor,
+        text_scale: float,
+        image_mean: torch.Tensor,
+        image_components: torch.Tensor,
+        image_scale: float,
+    ) -> None:
+        super().__init__()
+        self.tower = tower
+        self.register_buffer("text_mean", text_mean.float())
+        self.register_buffer("text_components", text_components.float())
+        self.register_buffer("image_mean", image_mean.float())
+        self.register_buffer("image_components", image_components.float())
+        self.text_scale = float(text_scale)
+        self.image_scale = float(image_scale)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        category = inputs["item_cat"]
+        price = torch.nan_to_num(inputs["item_price"].float(), nan=0.0, posinf=0.0, neginf=0.0)
+        text_mean: torch.Tensor = self.text_mean  # type: ignore[assignment]
+        text_components: torch.Tensor = self.text_components  # type: ignore[assignment]
+        image_mean: torch.Tensor = self.image_mean  # type: ignore[assignment]
+        image_components: torch.Tensor = self.image_components  # type: ignore[assignment]
+        text = (inputs["text_embedding"].float() - text_mean) @ text_components / self.text_scale
+        image = (inputs["image_embedding"].float() - image_mean) @ image_components / self.image_scale
+        dense = torch.stack([torch.zeros_like(price), torch.log1p(torch.clamp(price, min=0.0))], dim=1)
+        features = ItemFeatures(
+            item_idx=torch.zeros_like(category),
+            item_cat=category,
+            item_dense=dense,
+            item_text=text,
+            item_image=image,
+        )
+        return {"item_embedding": self.tower(features), "item_dense": dense, "item_text": text, "item_image": image}
+
+
 def in_batch_softmax_loss(
     query: torch.Tensor,
     items: torch.Tensor,
