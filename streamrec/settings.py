@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamrec.errors import ConfigError
@@ -24,6 +24,9 @@ from streamrec.features import FEAST_USER_RECENT_ITEMS_FIELD, FEAST_USER_STREAM_
 DEFAULT_FEATURE_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "streamrec"
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class ComponentSettings(BaseSettings):
@@ -78,9 +81,42 @@ class KafkaSettings(ComponentSettings):
     )
     delivery_timeout_ms: int = Field(30_000, ge=1000, description="Give up delivering a message after this.")
     max_event_bytes: int = Field(16_384, ge=256, description="Larger interaction payloads are rejected.")
-    security_protocol: str = Field("PLAINTEXT", description="security.protocol for clients.")
-    sasl_username: str | None = Field(None, description="SASL username, if the cluster needs one.")
+    security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (TLS + SASL), for every client."
+    )
+    sasl_mechanism: SaslMechanism = Field(
+        "SCRAM-SHA-512", description="SASL mechanism with a SASL_* protocol: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    sasl_username: str | None = Field(None, description="SASL username (needs a SASL_* security protocol).")
     sasl_password: SecretStr | None = Field(None, description="SASL password (masked in output).")
+    ssl_ca_location: Path | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates; unset: the system CAs."
+    )
+    ssl_certificate_location: Path | None = Field(
+        None, description="PEM client certificate for mutual TLS (with ssl_key_location)."
+    )
+    ssl_key_location: Path | None = Field(None, description="PEM private key of the client certificate.")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of an encrypted client key (masked).")
+    ssl_check_hostname: bool = Field(
+        True, description="Check that the broker's certificate names the host connected to (off needs allow_insecure)."
+    )
+    allow_insecure: bool = Field(
+        False,
+        description="Accept PLAIN passwords over unencrypted connections and unchecked certificate host names "
+        "to non-loopback brokers (for test clusters only).",
+    )
+
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _refuse_insecure_combinations(self) -> Self:
+        from streamrec.security import check_kafka_security
+
+        check_kafka_security(self)
+        return self
 
     @property
     def external(self) -> bool:
@@ -90,18 +126,23 @@ class KafkaSettings(ComponentSettings):
     def bootstrap(self) -> str:
         return self.bootstrap_servers or f"127.0.0.1:{self.local_port}"
 
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
     def client_config(self) -> dict[str, Any]:
-        """Connection properties shared by every librdkafka client."""
-        conf: dict[str, Any] = {
+        """Connection properties shared by every librdkafka client (TLS and SASL included)."""
+        from streamrec.security import librdkafka_security_config
+
+        return {
             "bootstrap.servers": self.bootstrap,
             "client.id": self.client_id,
-            "security.protocol": self.security_protocol,
+            **librdkafka_security_config(self),
         }
-        if self.sasl_username:
-            conf["sasl.username"] = self.sasl_username
-            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
-            conf.setdefault("sasl.mechanisms", "PLAIN")
-        return conf
 
 
 class RedisSettings(ComponentSettings):
@@ -117,6 +158,19 @@ class RedisSettings(ComponentSettings):
     )
     local_port: int = Field(16379, ge=1, le=65535, description="Port of the local Valkey server.")
     socket_timeout_s: float = Field(2.0, gt=0, description="Socket timeout for Redis commands.")
+    ssl_ca_file: Path | None = Field(
+        None, description="PEM CA file that signed the server's certificate (rediss:// URLs); unset: the system CAs."
+    )
+    ssl_certfile: Path | None = Field(None, description="PEM client certificate for mutual TLS (rediss:// URLs).")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate.")
+    ssl_check_hostname: bool = Field(True, description="Check that the server's certificate names the host.")
+
+    @model_validator(mode="after")
+    def _tls_options_need_rediss(self) -> Self:
+        from streamrec.security import check_redis_security
+
+        check_redis_security(self)
+        return self
 
     @property
     def external(self) -> bool:
@@ -125,6 +179,32 @@ class RedisSettings(ComponentSettings):
     @property
     def effective_url(self) -> str:
         return self.url or f"redis://127.0.0.1:{self.local_port}/0"
+
+    @property
+    def masked_url(self) -> str:
+        """The effective URL with its password hidden: the only form for messages and logs."""
+        return mask_url(self.effective_url)
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlsplit(self.effective_url).scheme == "rediss"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis.from_url(effective_url, **kwargs)`` (sync and asyncio):
+        timeouts, and the TLS options of a ``rediss://`` URL (the password comes from the URL)."""
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.socket_timeout_s,
+        }
+        if self.uses_tls:
+            kwargs.update(
+                ssl_cert_reqs="required",
+                ssl_check_hostname=self.ssl_check_hostname,
+                ssl_ca_certs=str(self.ssl_ca_file) if self.ssl_ca_file else None,
+                ssl_certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                ssl_keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            )
+        return kwargs
 
 
 class BloomSettings(ComponentSettings):
