@@ -10,7 +10,9 @@ Two shapes of "try again" exist in streamrec:
   per request; the first call after that probes it again.
 
 ``retry_if`` decides which errors are worth waiting for; by default every :class:`Exception` (never
-``CancelledError``/``KeyboardInterrupt``, so shutdown is not delayed by a retry loop).
+``CancelledError``/``KeyboardInterrupt``, so shutdown is not delayed by a retry loop). Store writers pass
+:func:`transient_error`: a permanent error (:func:`permanent_error`: wrong key type, out of memory, refused
+credentials, a malformed call) is raised at once instead of stalling a partition forever.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from redis import exceptions as redis_errors
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -31,6 +34,8 @@ from tenacity import (
     wait_exponential,
 )
 
+from streamrec.errors import StreamrecError
+
 T = TypeVar("T")
 
 #: ``on_retry(error, seconds until the next attempt)``: count and log a failed attempt.
@@ -40,6 +45,62 @@ OnRetry = Callable[[BaseException, float], None]
 def any_error(exc: BaseException) -> bool:
     """The default ``retry_if``: every ordinary exception (cancellation and interrupts end the retries)."""
     return isinstance(exc, Exception)
+
+
+#: Redis errors that waiting does not cure: credentials or ACLs refused, a full server (maxmemory with a
+#: no-eviction policy), a client-side encoding error.
+_PERMANENT_REDIS = (
+    redis_errors.AuthenticationError,
+    redis_errors.AuthorizationError,
+    redis_errors.NoPermissionError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.DataError,
+)
+#: Server replies that pass once the cluster or the server is ready again (failover, loading, resharding).
+_TRANSIENT_REDIS = (
+    redis_errors.ReadOnlyError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
+    redis_errors.AskError,
+    redis_errors.BusyLoadingError,
+)
+_TRANSIENT_REPLY_PREFIXES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK")
+_PERMANENT_REPLY_PREFIXES = ("WRONGTYPE", "OOM", "NOAUTH", "WRONGPASS", "NOPERM")
+
+
+def permanent_error(exc: BaseException) -> bool:
+    """True for an error a retry cannot cure: refused credentials, WRONGTYPE, OOM, any other error reply of
+    the server (a malformed command) and programming errors (``TypeError``, ``ValueError``, ``KeyError``).
+    Connection loss, timeouts and a server still loading are transient."""
+    if isinstance(exc, _TRANSIENT_REDIS):
+        return False
+    if isinstance(exc, _PERMANENT_REDIS):
+        return True
+    if isinstance(exc, redis_errors.RedisError):
+        # A pipeline prefixes the server's reply with "Command # n (...) of pipeline caused error: ".
+        reply = str(exc).rsplit(" caused error: ", 1)[-1].lstrip()
+        if isinstance(exc, redis_errors.ResponseError):
+            return not reply.startswith(_TRANSIENT_REPLY_PREFIXES)
+        return reply.startswith(_PERMANENT_REPLY_PREFIXES)  # connection errors, timeouts: transient
+    return isinstance(exc, TypeError | ValueError | KeyError)
+
+
+class PermanentStoreError(StreamrecError):
+    """A store refused a write in a way no retry cures (WRONGTYPE, OOM, refused credentials): the work fails
+    with this message instead of stalling silently behind a retry loop."""
+
+    def __init__(self, store: str, cause: BaseException) -> None:
+        self.store = store
+        self.cause = cause
+        super().__init__(
+            f"{store} write failed permanently ({type(cause).__name__}: {cause}); nothing is committed, and the"
+            f" work is done again once the {store} problem is fixed"
+        )
+
+
+def transient_error(exc: BaseException) -> bool:
+    """``retry_if`` for store writes: every ordinary exception that is not :func:`permanent_error`."""
+    return any_error(exc) and not permanent_error(exc)
 
 
 @dataclass(frozen=True)

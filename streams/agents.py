@@ -44,8 +44,16 @@ def release(events: Sequence[EventT]) -> Release:
     return _release
 
 
+#: Kafka's timestamp type of a record stamped by the broker on append (0: the producer's CreateTime).
+LOG_APPEND_TIME = 1
+
+
 def to_incoming(event: EventT) -> Incoming:
-    return Incoming(event.key, event.value, event.message.partition, event.message.offset, event)
+    msg = event.message
+    timestamp_ms = round(msg.timestamp * 1000) if msg.timestamp is not None else None  # Faust: seconds
+    return Incoming(
+        event.key, event.value, msg.partition, msg.offset, event, timestamp_ms, msg.timestamp_type == LOG_APPEND_TIME
+    )
 
 
 async def run_batches(

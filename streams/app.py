@@ -4,7 +4,7 @@ The parts live in their own modules and meet through :mod:`streams.interfaces`:
 
 * :mod:`streams.agents` -- batches of events to :mod:`streams.processors`, offsets held until durable;
 * :mod:`streams.timers` -- offset-gap repair and the consumer-lag gauges;
-* :mod:`streams.views` -- ``/metrics`` and ``/debug/tasks``;
+* :mod:`streams.views` -- ``/metrics`` (and ``/debug/tasks`` where debug views are on);
 * :mod:`streams.runtime` -- Redis, Feast pusher, refresher and processors, created on the event loop;
 * :mod:`streams.faust_compat` -- every use of Faust beyond its public API, and the version check.
 """
@@ -61,6 +61,13 @@ def build_faust_app(config: WorkerConfig) -> AppT:
         web_enabled=True,
         web_bind=s.web_host,
         web_port=s.web_port,
+        # Faust's own views (table contents, key routing, statistics, the graph) have no authentication:
+        # served only where the operator turned the debug views on.
+        web_tables_enabled=s.web_debug_enabled,
+        web_router_enabled=s.web_debug_enabled,
+        web_stats_enabled=s.web_debug_enabled,
+        web_graph_enabled=s.web_debug_enabled,
+        web_metrics_enabled=False,
         topic_partitions=config.partitions,
         topic_replication_factor=kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
@@ -108,7 +115,7 @@ def sender(topic: TopicT) -> Send:
 def create_app(config: WorkerConfig, metrics: WorkerMetrics | None = None) -> tuple[AppT, Runtime]:
     """The Faust app and its runtime (started by the first agent, closed before the app shuts down)."""
     from streams.agents import register_agents
-    from streams.timers import register_timers
+    from streams.timers import register_eviction, register_timers
     from streams.views import register_views
 
     check_faust_version()
@@ -126,7 +133,8 @@ def create_app(config: WorkerConfig, metrics: WorkerMetrics | None = None) -> tu
     )
     register_agents(app, topics, runtime, config.streams)
     register_timers(app, topics, metrics, config.streams)
-    register_views(app, metrics)
+    register_eviction(app, topics, tables, metrics, config.streams)
+    register_views(app, metrics, debug=config.streams.web_debug_enabled)
 
     async def close_runtime(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.close()

@@ -27,7 +27,10 @@ class WorkerMetrics:
         r = self.registry
         self.events_in = Counter("streamrec_worker_events_in", "Interaction messages read.", registry=r)
         self.events_invalid = Counter(
-            "streamrec_worker_events_invalid", "Messages sent to the DLQ, by offending field.", ["field"], registry=r
+            "streamrec_worker_events_invalid",
+            "Messages sent to the DLQ, by reject reason code.",
+            ["reason"],
+            registry=r,
         )
         self.events_deduped = Counter(
             "streamrec_worker_events_deduped", "Duplicate event ids dropped (same id, other offset).", registry=r
@@ -78,6 +81,15 @@ class WorkerMetrics:
             "streamrec_worker_offset_gaps_repaired",
             "Partitions re-read from their committed offset because Faust lost messages after recovery.",
             registry=r,
+        )
+        self.state_evicted = Counter(
+            "streamrec_worker_state_evicted",
+            "Keys removed from a state table, idle past its longest window (tombstoned).",
+            ["table"],
+            registry=r,
+        )
+        self.state_keys = Gauge(
+            "streamrec_worker_state_keys", "Keys held in a state table by this worker.", ["table"], registry=r
         )
         self.store_errors = Counter(
             "streamrec_worker_store_errors", "Failed store calls (retried), by store.", ["store"], registry=r

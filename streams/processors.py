@@ -4,7 +4,9 @@ They know nothing of Faust: the state tables, topic senders, Bloom store, Feast 
 come in through small protocols, and the Faust agents (``streams.app``) only adapt to them. Order of
 effects for one batch of interactions, and why:
 
-1. decode + validate; rejects to the DLQ (sent through the same producer, so flushed before any commit);
+1. decode + validate (clock-skew policy against the broker's append time, Kafka key = user id); rejects
+   to the DLQ with the reason, bounded in size (this worker is the one DLQ writer of the interactions
+   topic; a DLQ send that fails is retried with the smallest record, never crashing the worker);
 2. per user: apply to the state, write the state once (counters and dedupe markers in one changelog
    message, bound to the partition of the user's last event in the batch), acknowledged before step 5;
 3. one pipelined Bloom write for the whole batch (retried until it succeeds);
@@ -16,6 +18,7 @@ effects for one batch of interactions, and why:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -23,11 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from streamrec.client.dlq import dead_letter_bytes
+from streamrec.client.dlq import DLQ_OWNER, DeadLetterRole, DeadLetterWriter
 from streamrec.errors import InvalidEventError
 from streamrec.features import FEAST_ITEM_PUSH_SOURCE, FEAST_USER_PUSH_SOURCE
-from streamrec.retry import Backoff, retry_async
-from streamrec.schemas.codec import check_key_matches, decode_interaction
+from streamrec.retry import Backoff, PermanentStoreError, permanent_error, retry_async, transient_error
+from streamrec.schemas.codec import DEFAULT_MAX_FUTURE_SKEW, check_key_matches, decode_interaction, skew_reference
+from streamrec.schemas.dead_letter import MIN_RECORD_BYTES, build_dead_letter
 from streamrec.schemas.events import EventContext
 from streams.batch import (
     ItemBundle,
@@ -60,6 +64,8 @@ class Incoming:
     partition: int
     offset: int
     handle: Any = None
+    timestamp_ms: int | None = None  # the record's Kafka timestamp
+    log_append_time: bool = False  # the timestamp is the broker's append time (not the producer's choice)
 
 
 class StateTable(Protocol[S]):
@@ -93,13 +99,21 @@ class RefresherPort(Protocol):
 
 
 async def retrying(op: Callable[[], Awaitable[T]], store: str, metrics: WorkerMetrics, max_backoff_s: float) -> T:
-    """Run ``op`` until it succeeds: an unreachable store stalls the stream instead of losing effects."""
+    """Run ``op`` until it succeeds: an unreachable store stalls the stream instead of losing effects. A
+    permanent error (:func:`streamrec.retry.permanent_error`) is raised at once as :class:`PermanentStoreError`."""
 
-    def on_retry(exc: BaseException, wait_s: float) -> None:  # redis / network errors of any kind
+    def on_retry(exc: BaseException, wait_s: float) -> None:  # connection loss, timeouts, loading
         metrics.store_errors.labels(store).inc()
         log.warning("%s call failed (%s); retrying in %.2fs", store, exc, wait_s)
 
-    return await retry_async(op, Backoff(max_s=max_backoff_s), on_retry=on_retry)
+    backoff = Backoff(max_s=max_backoff_s)
+    try:
+        return await retry_async(op, backoff, retry_if=transient_error, on_retry=on_retry)
+    except Exception as exc:
+        if permanent_error(exc):
+            metrics.store_errors.labels(store).inc()
+            raise PermanentStoreError(store, exc) from exc
+        raise
 
 
 class InteractionsProcessor:
@@ -117,8 +131,9 @@ class InteractionsProcessor:
         by_item_partitions: int,
         pusher: PusherPort | None = None,
         refresher: RefresherPort | None = None,
-        component: str = "streamrec-worker",
+        dead_letters: DeadLetterWriter | None = None,
         max_event_bytes: int = 16_384,
+        max_future_skew_s: float | None = DEFAULT_MAX_FUTURE_SKEW.total_seconds(),
         max_backoff_s: float = 5.0,
     ) -> None:
         self.topic = topic
@@ -132,29 +147,59 @@ class InteractionsProcessor:
         self.by_item_partitions = by_item_partitions
         self.pusher = pusher
         self.refresher = refresher
-        self.component = component
+        self.dead_letters = dead_letters or DeadLetterWriter(DLQ_OWNER, DeadLetterRole.WRITER)
         self.max_event_bytes = max_event_bytes
+        self.max_future_skew_s = max_future_skew_s
         self.max_backoff_s = max_backoff_s
+
+    async def reject(self, error: InvalidEventError, msg: Incoming) -> None:
+        """Count the reject by reason and send its dead letter; a failed send never stops the worker."""
+        self.metrics.events_invalid.labels(error.code.value).inc()
+        record = self.dead_letters.letter(error, msg.value, msg.key, self.topic, msg.partition, msg.offset)
+        if record is None:  # an observing writer: another consumer group writes the dead letters
+            return
+        try:
+            await self.dlq(record.key, record.value)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. the producer's request size is below the record's
+            log.warning(
+                "dead letter of %d/%d not sent (%r); sending the smallest record", msg.partition, msg.offset, exc
+            )
+        small = build_dead_letter(
+            error,
+            msg.value,
+            msg.key,
+            self.topic,
+            msg.partition,
+            msg.offset,
+            self.dead_letters.component,
+            MIN_RECORD_BYTES,
+        )
+        await retrying(lambda: self.dlq(small.key, small.value), "dlq", self.metrics, self.max_backoff_s)
 
     async def process(self, batch: Sequence[Incoming], release: Release) -> None:
         began = time.perf_counter()
         m = self.metrics
         m.events_in.inc(len(batch))
         by_user: dict[str, list[tuple[EventRecord, Incoming]]] = {}
-        contexts: dict[int, EventContext] = {}
+        # Keyed by user too: one event id reused by two users must not hand one user the other's context.
+        contexts: dict[tuple[str, int], EventContext] = {}
         for msg in batch:
             try:
-                event = decode_interaction(msg.value or b"", self.max_event_bytes)
+                event = decode_interaction(
+                    msg.value or b"",
+                    self.max_event_bytes,
+                    max_future_skew=self.max_future_skew_s,
+                    now=skew_reference(msg.timestamp_ms, msg.log_append_time),
+                )
                 check_key_matches(event, msg.key)
             except InvalidEventError as exc:
-                m.events_invalid.labels(exc.field).inc()
-                payload = dead_letter_bytes(
-                    exc, msg.value, msg.key, self.topic, msg.partition, msg.offset, self.component
-                )
-                await self.dlq(msg.key, payload)
+                await self.reject(exc, msg)
                 continue
             rec = to_record(event, msg.partition, msg.offset)
-            contexts[rec.event_id] = event.context
+            contexts[(rec.user_id, rec.event_id)] = event.context
             by_user.setdefault(rec.user_id, []).append((rec, msg))
 
         bloom: dict[str, list[str]] = {}
@@ -196,7 +241,7 @@ class InteractionsProcessor:
             # After the Bloom write: a refresh must already exclude the items of these events.
             now = time.monotonic()
             self.refresher.notify_many(
-                [(u, Trigger(_uuid(t.event_id), contexts[t.event_id], t.ts_ms, now)) for u, t in triggers]
+                [(u, Trigger(_uuid(t.event_id), contexts[(u, t.event_id)], t.ts_ms, now)) for u, t in triggers]
             )
         done = time.time()
         for rec_pairs in by_user.values():
@@ -238,7 +283,7 @@ class ItemsProcessor:
                 # Internal topic: only this worker writes it, so this is a bug or a foreign writer. The
                 # events it stood for were counted per user already; log loudly and go on.
                 log.error("skipping by-item message at %d/%d: %s", msg.partition, msg.offset, exc)
-                self.metrics.events_invalid.labels(exc.field).inc()
+                self.metrics.events_invalid.labels(exc.code.value).inc()
                 continue
             bundles.append(bundle)
             for entry in bundle.entries:

@@ -9,6 +9,12 @@ Each submitted batch comes with a ``release`` callback that the worker uses to l
 committed. It is called only after a push containing those rows (or newer rows of the same entities)
 has succeeded, so a crash can never commit an offset whose features were not pushed: the events are
 read again and their rows pushed again.
+
+A permanent failure (:func:`streamrec.retry.permanent_error`: WRONGTYPE, OOM, refused credentials) is not
+retried: the pusher stops, and the next :meth:`MicroBatchPusher.submit` raises it as
+:class:`~streamrec.retry.PermanentStoreError`, so the worker stops with that message. :meth:`close` waits
+at most ``close_timeout_s`` for pending pushes (Feast may be down): what is not pushed by then stays
+uncommitted and is read again.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from streamrec.retry import Backoff, retry_async
+from streamrec.retry import Backoff, PermanentStoreError, permanent_error, retry_async, transient_error
 from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -53,8 +59,11 @@ class MicroBatchPusher:
         flush_rows: int = 500,
         max_pending_events: int = 50_000,
         max_backoff_s: float = 5.0,
+        close_timeout_s: float = 10.0,
     ) -> None:
         self._push = push
+        self.close_timeout_s = close_timeout_s
+        self.failure: PermanentStoreError | None = None
         self.metrics = metrics
         self.flush_s = flush_ms / 1000.0
         self.flush_rows = flush_rows
@@ -85,11 +94,16 @@ class MicroBatchPusher:
             log.error("Feast pusher stopped: %r", task.exception(), exc_info=task.exception())
 
     async def submit(self, source: str, rows: Mapping[str, dict[str, Any]], events: int, release: Release) -> None:
-        """Queue rows (entity id -> row) standing for ``events`` processed events; waits if too much is pending."""
+        """Queue rows (entity id -> row) standing for ``events`` processed events; waits if too much is pending.
+        Raises :class:`PermanentStoreError` once a push has failed permanently."""
+        if self.failure is not None:
+            raise self.failure
         while self.pending_events >= self.max_pending_events and not self._stopping:
             # Back-pressure: the stream stops taking new batches until a push completes.
             self._space.clear()
             await self._space.wait()
+            if self.failure is not None:
+                raise self.failure
         buf = self._buffer
         if rows:
             buf.rows.setdefault(source, {}).update(rows)
@@ -123,7 +137,15 @@ class MicroBatchPusher:
             # Swap: new submissions fill a fresh buffer while this one is pushed.
             self._buffer, batch = _Buffer(), buf
             self._in_flight_events = batch.events
-            await self._push_with_retry(loop, batch)
+            try:
+                await self._push_with_retry(loop, batch)
+            except Exception as exc:
+                if not permanent_error(exc):
+                    raise
+                self.failure = PermanentStoreError("feast", exc)
+                log.error("%s", self.failure)
+                self._space.set()  # wake a waiting submit: it raises the failure
+                return
             self._in_flight_events = 0
             for release in batch.releases:
                 try:
@@ -140,6 +162,7 @@ class MicroBatchPusher:
                 await retry_async(
                     partial(self._push_once, loop, source, chunk),
                     Backoff(max_s=self.max_backoff_s),
+                    retry_if=transient_error,
                     on_retry=partial(self._on_push_failed, source),
                 )
 
@@ -150,7 +173,7 @@ class MicroBatchPusher:
         self.metrics.feast_rows.labels(source).inc(len(chunk))
 
     def _on_push_failed(self, source: str, exc: BaseException, wait_s: float) -> None:
-        # Any Feast/Redis failure: retried, the batch's offsets stay uncommitted meanwhile.
+        # A transient Feast/Redis failure: retried, the batch's offsets stay uncommitted meanwhile.
         self.metrics.store_errors.labels("feast").inc()
         log.warning("Feast push to %s failed (%s); retrying in %.2fs", source, exc, wait_s)
 
@@ -159,14 +182,23 @@ class MicroBatchPusher:
         self._wakeup.set()
         self.start()
         await asyncio.sleep(0)
-        while self._buffer.releases or self._in_flight_events:
+        while (self._buffer.releases or self._in_flight_events) and self.failure is None:
             self._wakeup.set()
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
+        """Push what waits, for at most ``close_timeout_s``; then give up (the unpushed batches are not
+        released, so their offsets stay uncommitted and are read again)."""
         self._stopping = True
         self._space.set()
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
-        self._executor.shutdown(wait=True)
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.close_timeout_s)
+            except TimeoutError:
+                log.warning("Feast pushes still pending after %.1fs; stopping without them", self.close_timeout_s)
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        # A push stuck in the Feast SDK cannot be interrupted: do not wait for its thread.
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from streamrec.bloom import AsyncSeenItemStore
+from streamrec.client.dlq import DLQ_OWNER, DeadLetterRole, DeadLetterWriter
 from streams.faust_compat import acting_as
 from streams.metrics import WorkerMetrics
 from streams.processors import InteractionsProcessor, ItemsProcessor, Send
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "streamrec-worker"
+COMPONENT = DLQ_OWNER  # the worker is the one writer of the interactions topic's dead letters
 
 
 class FaustTable:
@@ -61,6 +62,16 @@ class FaustTable:
         pending, self._pending = self._pending, []
         if pending:
             await asyncio.gather(*pending)
+
+    def scan(self) -> Iterator[tuple[str, Any]]:
+        for raw_key, value in list(self.table.data.items()):
+            yield raw_key.decode(), value
+
+    def delete(self, key: str, partition: int) -> None:
+        """What ``del table[key]`` does, to an explicit changelog partition (no current event is needed)."""
+        raw_key = key.encode()
+        self.table.send_changelog(partition, raw_key, None, value_serializer="raw")  # tombstone
+        self.table.data.pop(raw_key, None)
 
 
 class RedisScores:
@@ -114,6 +125,7 @@ class Runtime:
                     flush_rows=s.feast_flush_rows,
                     max_pending_events=s.feast_max_pending_events,
                     max_backoff_s=s.retry_max_backoff_s,
+                    close_timeout_s=s.shutdown_timeout_s,
                 )
             if s.recs_enabled:
                 self.refresher = Refresher(
@@ -137,8 +149,9 @@ class Runtime:
                 by_item_partitions=cfg.partitions,
                 pusher=self.pusher,
                 refresher=self.refresher,
-                component=COMPONENT,
+                dead_letters=DeadLetterWriter(COMPONENT, DeadLetterRole.WRITER),
                 max_event_bytes=cfg.kafka.max_event_bytes,
+                max_future_skew_s=s.max_future_skew_s,
                 max_backoff_s=s.retry_max_backoff_s,
             )
             self.items = ItemsProcessor(

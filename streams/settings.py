@@ -46,9 +46,27 @@ class StreamsSettings(ComponentSettings):
         None, description="Internal topic repartitioning events by item id; unset: '<app_id>-by-item'."
     )
     web_host: str = Field(
-        "0.0.0.0", description="Bind address of the worker's web server (/metrics; read-only, probes use it)."
+        "127.0.0.1",
+        description="Bind address of the worker's web server (/metrics); a pod sets 0.0.0.0 for its probes.",
     )
     web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server (/metrics).")
+    web_debug_enabled: bool = Field(
+        False,
+        description="Serve /debug/tasks and Faust's own table, router and statistics views (read-only, no auth):"
+        " only where the port is not reachable by others.",
+    )
+    max_future_skew_s: float = Field(
+        300.0,
+        ge=0,
+        description="Events stamped more than this ahead of the broker's append time (or the worker's clock) go"
+        " to the DLQ.",
+    )
+    evict_interval_s: float = Field(
+        60.0, gt=0, description="How often users and items idle past their longest window are evicted."
+    )
+    shutdown_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait at shutdown for pending Feast pushes (unpushed batches are re-read)."
+    )
     data_dir: Path = Field(Path(".streamrec/faust"), description="Faust's data directory (one folder per app id).")
     batch_max_events: int = Field(1000, ge=1, description="Largest batch taken from the stream at once.")
     batch_within_ms: int = Field(

@@ -1,4 +1,5 @@
-"""The worker's web views: ``/metrics`` (Prometheus) and ``/debug/tasks`` (where every coroutine waits).
+"""The worker's web views: ``/metrics`` (Prometheus) and, only where ``STREAMREC_STREAMS_WEB_DEBUG_ENABLED``
+is set, ``/debug/tasks`` (where every coroutine waits).
 
 Imported when the app is built (it subclasses Faust's ``web.View``, so it imports Faust).
 """
@@ -57,6 +58,8 @@ class TasksView(web.View):  # type: ignore[misc]
         return self.bytes("\n".join(sorted(out)).encode(), content_type="text/plain")
 
 
-def register_views(app: AppT, metrics: WorkerMetrics) -> None:
+def register_views(app: AppT, metrics: WorkerMetrics, debug: bool = False) -> None:
+    """``/metrics`` always; ``/debug/tasks`` (coroutine frames, offsets: unauthenticated) only with ``debug``."""
     app.page("/metrics")(type("WorkerMetricsView", (MetricsView,), {"metrics": metrics}))
-    app.page("/debug/tasks")(TasksView)
+    if debug:
+        app.page("/debug/tasks")(TasksView)

@@ -24,3 +24,17 @@ def test_create_app_wires_both_agents_tables_and_pages_and_defers_the_runtime(tm
         assert (changelog.get_topic_name(), changelog.value_serializer) == (f"wiring-test-{name}-changelog", codec)
         assert changelog.partitions == 3
     assert runtime.interactions is None and runtime.items is None, "processors are built on the event loop"
+
+
+def test_the_web_server_binds_loopback_and_serves_debug_views_only_when_enabled(tmp_path: Path) -> None:
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    pages = {}
+    for debug in (False, True):
+        streams = StreamsSettings(app_id="web-test", data_dir=tmp_path / str(debug), web_debug_enabled=debug)
+        app, _ = create_app(WorkerConfig(streams, kafka, RedisSettings(), BloomSettings(), 3, Catalog({}, "t"), None))
+        assert app.conf.web_bind == "127.0.0.1"
+        faust_views = {prefix for prefix, _ in app.web.blueprints._enabled}
+        pages[debug] = (set(app.web.views), faust_views)
+    assert pages[False] == ({"/metrics"}, {""}), "only /metrics and Faust's static production index"
+    views, faust_views = pages[True]
+    assert views == {"/metrics", "/debug/tasks"} and {"/table", "/router"} <= faust_views

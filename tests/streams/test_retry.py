@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis import exceptions as redis_errors
 
-from streamrec.retry import Backoff, Cooldown, retry_async, retry_sync
+from streamrec.retry import Backoff, Cooldown, permanent_error, retry_async, retry_sync, transient_error
 
 
 class Flaky:
@@ -91,3 +92,31 @@ def test_cooldown_refuses_calls_until_its_time_has_passed() -> None:
     assert probe.calls == 0
     now[0] += 2.0
     assert cooldown.call(probe, unavailable=RuntimeError, trips_on=ConnectionError) == "ok"
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent"),
+    [
+        (redis_errors.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), True),
+        (redis_errors.ResponseError("Command # 1 (BF.INSERT u) of pipeline caused error: WRONGTYPE Operation"), True),
+        (redis_errors.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'"), True),
+        (redis_errors.AuthenticationError("invalid username-password pair"), True),
+        (redis_errors.ConnectionError("Connection refused"), False),
+        (redis_errors.TimeoutError("Timeout reading from socket"), False),
+        (redis_errors.BusyLoadingError("Redis is loading the dataset in memory"), False),
+        (redis_errors.ReadOnlyError("You can't write against a read only replica."), False),
+        (OSError("network unreachable"), False),
+        (TypeError("bad row"), True),
+    ],
+)
+def test_permanent_store_errors_are_not_retried(error: BaseException, permanent: bool) -> None:
+    assert permanent_error(error) is permanent
+    calls: list[int] = []
+
+    def op() -> None:
+        calls.append(1)
+        raise error
+
+    with pytest.raises(type(error)):
+        retry_sync(op, Backoff(0.001, 0.001, attempts=3), retry_if=transient_error, sleep=lambda s: None)
+    assert len(calls) == (1 if permanent else 3)
