@@ -84,17 +84,19 @@ class FeastDirectWrite:
 
     ``FeatureStore.push`` spends most of its time outside the store: a registry lookup per call, a
     DataFrame -> Arrow -> protobuf conversion column by column. This path resolves the views of each push
-    source once and builds the protobuf values straight from the row dicts, then calls the provider's
-    ``online_write_batch`` -- the same call ``push`` ends in, so the stored rows are byte-identical
-    (tests/streams compare both paths through ``get_online_features``).
+    source once and builds the protobuf values straight from the row dicts, then writes them with the
+    repository's online store through Feast's public ``OnlineStore`` interface (the store class its
+    ``online_store.type`` names, ``online_write_batch``) -- the call ``push`` ends in, so the stored rows are
+    byte-identical (tests/streams compare both paths through ``get_online_features``).
     """
 
     def __init__(self, store: Any, sources: Sequence[str]) -> None:
+        from feast.infra.online_stores.helpers import get_online_store_from_config
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
         self.store = store
-        self.provider = store._get_provider()
+        self.online_store = get_online_store_from_config(store.config.online_store)
         self._entity_key = EntityKey
         self._value = ValueProto
         self.views: dict[str, list[tuple[Any, str, list[tuple[str, Callable[[Any], Any]]]]]] = {}
@@ -123,7 +125,7 @@ class FeastDirectWrite:
                 )
                 for row in rows
             ]
-            self.provider.online_write_batch(self.store.config, fv, data, progress=None)
+            self.online_store.online_write_batch(self.store.config, fv, data, progress=None)
 
 
 # ---------------------------------------------------------------------------------------------------- apply
