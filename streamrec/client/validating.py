@@ -1,24 +1,29 @@
 """A confluent-kafka consumer of interaction events that validates every message.
 
-Valid events are handed to the caller; invalid ones go to the dead-letter topic with the original bytes,
-the reason and the source partition/offset. Offsets are committed only when the caller says its work
-is durable (:meth:`commit`), so delivery is at-least-once and callers make their writes idempotent.
+Valid events are handed to the caller. Invalid ones are counted by reason; the one consumer group that owns
+the dead-letter topic (:data:`streamrec.client.dlq.DLQ_OWNER`, the worker) writes their dead letters; every
+other group (the archiver) calls :meth:`InteractionConsumer.observe_dead_letters` and only counts and skips
+them, so each reject lands in the DLQ once. The clock-skew policy takes the record's broker append time as
+"now" where the topic stamps one, so every group decides alike. Offsets are committed only when the caller
+says its work is durable (:meth:`commit`), so delivery is at-least-once and callers make their writes
+idempotent.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from streamrec.client.consumer import consumer_config
-from streamrec.client.dlq import DeadLetterPublisher
+from streamrec.client.dlq import DeadLetterPublisher, DeadLetterRole
 from streamrec.client.producer import producer_config
-from streamrec.errors import InvalidEventError, StoreUnavailableError
-from streamrec.schemas.codec import check_key_matches, decode_interaction
+from streamrec.errors import InvalidEventError, RejectReason, StoreUnavailableError
+from streamrec.schemas.codec import DEFAULT_MAX_FUTURE_SKEW, check_key_matches, decode_interaction, skew_reference
 from streamrec.schemas.events import InteractionEvent
 from streamrec.settings import KafkaSettings
 
@@ -50,6 +55,8 @@ class InteractionConsumer:
         **overrides: Any,
     ) -> None:
         self.settings = settings
+        #: The clock-skew policy's limit (seconds; None: none), the same as the worker's.
+        self.max_future_skew_s: float | None = DEFAULT_MAX_FUTURE_SKEW.total_seconds()
         self.topic = topic or settings.interactions_topic
         conf = consumer_config(
             settings, group_id, **{"enable.auto.commit": False, "auto.offset.reset": "earliest", **overrides}
@@ -82,8 +89,14 @@ class InteractionConsumer:
             partition, offset, topic = int(msg.partition() or 0), int(msg.offset() or 0), str(msg.topic())
             self._pending[partition] = max(self._pending.get(partition, -1), offset)
             value, key = msg.value(), msg.key()
+            ts_type, ts_ms = msg.timestamp()
             try:
-                event = decode_interaction(value or b"", self.settings.max_event_bytes)
+                event = decode_interaction(
+                    value or b"",
+                    self.settings.max_event_bytes,
+                    max_future_skew=self.max_future_skew_s,
+                    now=skew_reference(ts_ms, ts_type == TIMESTAMP_LOG_APPEND_TIME),
+                )
                 check_key_matches(event, key)
             except InvalidEventError as exc:
                 self.stats.invalid += 1
@@ -92,6 +105,16 @@ class InteractionConsumer:
             self.stats.valid += 1
             out.append(ConsumedEvent(event, partition, offset))
         return out
+
+    def observe_dead_letters(self) -> None:
+        """Count rejects and skip them without writing dead letters: for every consumer group but the one
+        that owns the dead-letter topic (:data:`streamrec.client.dlq.DLQ_OWNER`)."""
+        self._dlq.role = DeadLetterRole.OBSERVER
+
+    @property
+    def rejected(self) -> Counter[RejectReason]:
+        """Rejects so far by reason code, whatever the dead-letter role (a bounded metric label)."""
+        return self._dlq.rejected
 
     def __iter__(self) -> Iterator[ConsumedEvent]:
         while True:
