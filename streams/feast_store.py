@@ -96,7 +96,7 @@ class FeastDirectWrite:
         from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
         self.store = store
-        self.online_store = get_online_store_from_config(store.config.online_store)
+        self.online_store: Any = get_online_store_from_config(store.config.online_store)
         self._entity_key = EntityKey
         self._value = ValueProto
         self.views: dict[str, list[tuple[Any, str, list[tuple[str, Callable[[Any], Any]]]]]] = {}
