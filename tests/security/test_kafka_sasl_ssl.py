@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -172,3 +173,67 @@ def test_a_plaintext_client_gets_nothing_from_the_tls_listener(secure_kafka: Sec
     plain = KafkaSettings.load(bootstrap_servers=None, local_port=secure_kafka.port, security_protocol="PLAINTEXT")
     exc, _ = _connection_errors(plain)
     assert exc is not None
+
+
+def _faust_app(settings: KafkaSettings, credentials: Any, datadir: Path) -> Any:
+    import faust
+
+    return faust.App(
+        f"security-{uuid.uuid4().hex[:8]}",
+        broker=f"kafka://{settings.bootstrap}",
+        broker_credentials=credentials,
+        autodiscover=False,
+        web_enabled=False,
+        store="memory://",
+        datadir=str(datadir),
+    )
+
+
+def test_a_faust_app_produces_over_sasl_ssl_with_the_core_credentials(
+    secure_kafka: SecureKafka, tmp_path: Path
+) -> None:
+    settings = secure_kafka.settings()
+    topic = _topic(settings)
+    app = _faust_app(settings, faust_broker_credentials(settings), tmp_path)
+
+    async def send() -> None:
+        await app.producer.start()
+        try:
+            await app.producer.send_and_wait(
+                topic, b"user-1", b"from-faust", partition=None, timestamp=None, headers=None
+            )
+        finally:
+            await app.producer.stop()
+
+    asyncio.run(asyncio.wait_for(send(), ROUND_TRIP_TIMEOUT_S))
+    consumer = Consumer(consumer_config(settings, f"g-{uuid.uuid4().hex}", **{"auto.offset.reset": "earliest"}))
+    consumer.subscribe([topic])
+    try:
+        values = []
+        for _ in range(int(ROUND_TRIP_TIMEOUT_S)):
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                values.append((msg.key(), msg.value()))
+                break
+    finally:
+        consumer.close()
+    assert values == [(b"user-1", b"from-faust")]
+
+
+def test_faust_sasl_credentials_without_an_ssl_context_cannot_reach_the_sasl_ssl_listener(
+    secure_kafka: SecureKafka, tmp_path: Path
+) -> None:
+    """SASL credentials alone make Faust speak SASL_PLAINTEXT, whatever security_protocol says."""
+    from aiokafka.errors import KafkaConnectionError
+    from faust.auth import SASLCredentials
+
+    settings = secure_kafka.settings()
+    bare = SASLCredentials(username=secure_kafka.user, password=secure_kafka.password, mechanism="SCRAM-SHA-512")
+    app = _faust_app(settings, bare, tmp_path)
+
+    async def start() -> None:
+        await app.producer.start()
+        await app.producer.stop()
+
+    with pytest.raises((KafkaConnectionError, TimeoutError)):
+        asyncio.run(asyncio.wait_for(start(), ROUND_TRIP_TIMEOUT_S))
