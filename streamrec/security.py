@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import os
 import secrets
 import ssl
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr
+from pydantic import AliasChoices, SecretStr
 
 from streamrec.errors import ConfigError
 
@@ -222,14 +223,14 @@ def is_placeholder_secret(value: str) -> bool:
     return not normal or normal in PLACEHOLDER_SECRETS
 
 
-def _secret_values(value: Any) -> Iterable[tuple[str, bool]]:
-    """(secret text, is a stored API key hash) for each secret in a settings value."""
+def _secret_values(value: Any) -> Iterable[str]:
+    """Each secret in a settings value: a SecretStr, a URL's password, or those inside a list."""
     if isinstance(value, SecretStr):
-        yield value.get_secret_value(), False
+        yield value.get_secret_value()
     elif isinstance(value, str) and "://" in value:
         password = urlsplit(value).password
         if password is not None:
-            yield password, False
+            yield password
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _secret_values(item)
@@ -240,14 +241,24 @@ def placeholder_secret_fields(settings: ComponentSettings) -> list[str]:
     a SecretStr, a list of them, or an API key hash of a placeholder)."""
     prefix = type(settings).model_config.get("env_prefix", "")
     found = []
-    for name in type(settings).model_fields:
-        for text, _ in _secret_values(getattr(settings, name)):
+    for name, field in type(settings).model_fields.items():
+        for text in _secret_values(getattr(settings, name)):
             if is_placeholder_secret(text) or (
                 is_api_key_hash(text) and any(verify_api_key(p, text) for p in PLACEHOLDER_SECRETS)
             ):
-                found.append(f"{prefix}{name.upper()}")
+                found.append(_variable_name(prefix, name, field.validation_alias))
                 break
     return found
+
+
+def _variable_name(prefix: str, name: str, alias: Any) -> str:
+    """The environment variable that set a field: the alias present in the environment (``REDIS_URL``), else
+    the prefixed name."""
+    if isinstance(alias, AliasChoices):
+        for choice in alias.choices:
+            if isinstance(choice, str) and choice in os.environ:
+                return choice
+    return f"{prefix}{name.upper()}"
 
 
 def refuse_placeholder_secrets(*settings: ComponentSettings) -> None:

@@ -136,3 +136,19 @@ def test_real_secrets_and_no_secrets_pass_the_start_up_guard() -> None:
         ApiSettings(api_keys=[SecretStr(hash_api_key(generate_api_key()))]),
         KafkaSettings.load(security_protocol="SASL_SSL", sasl_username="w", sasl_password="Xb7-q2Lw9-long"),
     )
+
+
+def test_the_deployment_base_secret_placeholders_stop_the_components_that_read_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The manifests' example Secret, put into the environment the way the Deployments do, is refused."""
+    from pathlib import Path
+
+    import yaml
+
+    secret = yaml.safe_load((Path(__file__).resolve().parents[2] / "k8s/base/config/secret.yaml").read_text())
+    data = secret["stringData"]
+    monkeypatch.setenv("REDIS_URL", f"redis://:{data['redis-password']}@redis:6379/0")
+    monkeypatch.setenv("STREAMREC_API_API_KEYS", data["api-keys"])
+    with pytest.raises(ConfigError, match="^REDIS_URL, STREAMREC_API_API_KEYS: placeholder or empty secret"):
+        refuse_placeholder_secrets(RedisSettings.load(), ApiSettings.load())
