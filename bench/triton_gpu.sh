@@ -4,13 +4,18 @@
 # the python-backend stub for 3.12, a numpy-1.26 stub overlay, the pure-Python dependencies, an export), start
 # tritonserver, prepare the repository in each layout (instance_kind=gpu: the model stages and the fused model on
 # GPU instances, the numpy stages of the ensemble on CPU instances), and run the load generator.
-# Feast and Bloom are off (no Valkey there): their stages pass through, so only the compute path and Triton's
-# own overhead are measured.
+# STORES=off (default): Feast and Bloom are off, their stages pass through, so only the compute path and
+# Triton's own overhead are measured. STORES=on: the real Feast and Bloom stages, against a Valkey started on the
+# device from the stores bundle (bench/gpu_stores_bundle.py build; its ``fill`` writes a Feast row and a Bloom
+# filter for every user of the export).
 #
 #   bash bench/triton_gpu.sh            # BUNDLE=.streamrec/device/tbundle.tar.xz, results under $OUT
+#   STORES=on bash bench/triton_gpu.sh  # plus STORES_BUNDLE=.streamrec/device/stores.tar.xz
 set -euo pipefail
 BUNDLE=${BUNDLE:-.streamrec/device/tbundle.tar.xz}
 OUT=${OUT:-/tmp/triton-gpu-out}
+STORES=${STORES:-off}
+STORES_BUNDLE=${STORES_BUNDLE:-.streamrec/device/stores.tar.xz}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
 RATES=${RATES:-"1000 2000 3000"}  # open-loop rates; CONFIGS below picks the layouts
 WORK=/tmp/triton-gpu
@@ -23,6 +28,11 @@ python3 -c 'import sys, numpy, torch; print(sys.version.split()[0], "numpy", num
 LIBDIR=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 # What the stub sees after its overlay: the bundle's packages, this checkout, the system's site-packages (torch).
 { echo "$ROOT"; python3 -c 'import site; print("\n".join(site.getsitepackages()))'; } > "$T/site/zz-streamrec.pth"
+STORES_SITE=/tmp/streamrec-gpu-stores/site  # where the stores bundle unpacks Feast (gpu_stores_bundle.STORE_ROOT)
+if [ "$STORES" = on ]; then
+  rm -rf /tmp/streamrec-gpu-stores && tar -xJf "$STORES_BUNDLE" -C /tmp
+  echo "$STORES_SITE" >> "$T/site/zz-streamrec.pth"  # Feast for the user-features stage inside the stub
+fi
 export LD_LIBRARY_PATH="$T/libs:$LIBDIR:${LD_LIBRARY_PATH:-}"
 export STREAMREC_STUB_OVERLAY="$T/overlay" STREAMREC_STUB_SITE="$T/site"
 "$T/bin/tritonserver" --model-repository="$WORK/models" --backend-directory="$T/backends" \
@@ -35,9 +45,16 @@ curl -sf localhost:8000/v2/health/live >/dev/null || { tail -30 "$OUT/tritonserv
 
 export PYTHONPATH="$T/site:$ROOT" STREAMREC_TRITON_HTTP_PORT=8000 STREAMREC_TRITON_GRPC_PORT=8001
 export STREAMREC_TRITON_REQUEST_TIMEOUT_S=2
+STAGE_REDIS_URL=redis://127.0.0.1:1/0  # nothing listens: with STORES=off the store stages are switched off
+if [ "$STORES" = on ]; then
+  # Starts Valkey, fills it, and prints "export STREAMREC_FEAST_REPO=... STREAMREC_FEAST_PROJECT=... REDIS_URL=...".
+  eval "$(PYTHONPATH="$PYTHONPATH:$STORES_SITE" python3 bench/gpu_stores_bundle.py fill "$T/export" | tail -1)"
+  STAGE_REDIS_URL=$REDIS_URL
+fi
+export STAGE_REDIS_URL STORES
 run_layout() {  # layout, instances per model, batching delay (µs)
   python3 - "$1" "$2" "$3" "$WORK/models" "$T/export" <<'PY'
-import sys
+import os, sys
 from pathlib import Path
 from serving.repository import ModelControl, prepare
 from serving.settings import ServingSettings
@@ -45,13 +62,14 @@ from streamrec.settings import BloomSettings, FeastSettings
 layout, count, delay, repo, export_root = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 serving = ServingSettings(
     layout=layout, instance_kind="gpu", instance_count=count, max_batch_size=64, batch_delay_us=delay,
-    features_enabled=False, bloom_enabled=False, reload_grace_s=0.5,
+    features_enabled=os.environ["STORES"] == "on", bloom_enabled=os.environ["STORES"] == "on", reload_grace_s=0.5,
 )
+# FeastSettings from STREAMREC_FEAST_* (set by the stores fill); numpy stages on CPU instances, models on the GPU.
 result = prepare(Path(repo), Path(export_root), serving=serving, bloom=BloomSettings(), feast=FeastSettings(),
-                 redis_url="redis://127.0.0.1:1/0", control=ModelControl("http://127.0.0.1:8000"), progress=print)
+                 redis_url=os.environ["STAGE_REDIS_URL"], control=ModelControl("http://127.0.0.1:8000"), progress=print)
 print(result.line(), flush=True)
 PY
-  local tag="$1-x$2-d$3"
+  local tag="$1-x$2-d$3-stores$STORES"
   python3 bench/serving_load.py --target triton --export-root "$T/export" --mode closed --concurrency 1 \
     --requests 1000 --timings --out "$OUT/$tag-closed1.json" | grep -A7 '"latency_ms"' | tr -d ' \n'; echo
   for rate in $RATES; do
