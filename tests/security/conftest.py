@@ -183,8 +183,10 @@ def tls_server_candidates() -> list[Path]:
     return [p for p in found if p is not None]
 
 
-def _tls_server(ca: Any, run_dir: Path, auth_clients: str) -> RedisServer:
-    cert = ca.issue(f"redis-server-{auth_clients}")
+def _tls_server(
+    ca: Any, run_dir: Path, auth_clients: str, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+) -> RedisServer:
+    cert = ca.issue(f"redis-server-{run_dir.name}", hosts=hosts)
     why: list[str] = []
     for binary in tls_server_candidates():
         port = free_port()
@@ -216,5 +218,13 @@ def redis_tls(ca: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Red
 def redis_mtls(ca: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A TLS-only server with AUTH that requires a client certificate signed by the CA."""
     server = _tls_server(ca, tmp_path_factory.mktemp("redis-mtls"), "yes")
+    yield server
+    _stop(server)
+
+
+@pytest.fixture(scope="session")
+def redis_tls_other_host(ca: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A TLS server whose certificate names another host (``cache.example``), not the address connected to."""
+    server = _tls_server(ca, tmp_path_factory.mktemp("redis-tls-other-host"), "no", hosts=("cache.example",))
     yield server
     _stop(server)

@@ -67,3 +67,11 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(redis_mtls: RedisServ
     assert _client(with_cert).ping()
     with pytest.raises(redis.ConnectionError):
         _client(redis_mtls.settings(ssl_ca_file=ca.cert)).ping()
+
+
+def test_a_certificate_for_another_host_is_refused_unless_host_names_are_not_checked(
+    redis_tls_other_host: RedisServer, ca: Any
+) -> None:
+    with pytest.raises(redis.ConnectionError, match="(?i)hostname|IP address mismatch"):
+        _client(redis_tls_other_host.settings(ssl_ca_file=ca.cert)).ping()
+    assert _client(redis_tls_other_host.settings(ssl_ca_file=ca.cert, ssl_check_hostname=False)).ping()
