@@ -62,6 +62,15 @@ def setup_data(parser: argparse.ArgumentParser) -> CommandHandler:
     prep.add_argument("--out", help="Output root (default: <data_root>/<dataset>).")
     for flag in ("users", "items", "events", "days"):
         prep.add_argument(f"--{flag}", type=int, default=None, help=f"Override the preset's number of {flag}.")
+    prep.add_argument(
+        "--new-items",
+        type=int,
+        default=None,
+        help="Synthetic: launch this many items on the last days (cold-start evaluation; default 0).",
+    )
+    prep.add_argument(
+        "--new-item-days", type=int, default=None, help="Synthetic: launch them on one of the last N days (1)."
+    )
     return handle_data
 
 
@@ -76,6 +85,7 @@ def handle_data(args: argparse.Namespace) -> int:
 
         config = synthetic.SyntheticConfig.preset(args.preset, seed=_settings(args).seed)
         config = config.with_sizes(args.users, args.items, args.events, args.days)
+        config = config.with_new_items(args.new_items, args.new_item_days)
         info = synthetic.prepare(out, config)
     sizes = info.get("sizes", {})
     print(f"prepared {info['name']} under {out}: {json.dumps(sizes)} ({info.get('start')}..{info.get('end')})")
@@ -93,6 +103,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="Override STREAMREC_TRAINER_SEED.")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="Override STREAMREC_TRAINER_DEVICE.")
     parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    parser.add_argument(
+        "--catalog",
+        default="auto",
+        help="Item/user tables: auto (the root's items.parquet, else its newest catalog snapshot), latest "
+        "(the newest snapshot under the root) or a folder holding items.parquet (default auto).",
+    )
 
 
 def setup_train(parser: argparse.ArgumentParser) -> CommandHandler:
@@ -116,12 +132,21 @@ def handle_train(args: argparse.Namespace) -> int:
         from trainer.train.full import run_full
 
         summary = run_full(
-            root, export_root, settings, args.start, args.end, triton_url=args.triton_url, resume=not args.no_resume
+            root,
+            export_root,
+            settings,
+            args.start,
+            args.end,
+            triton_url=args.triton_url,
+            resume=not args.no_resume,
+            catalog=args.catalog,
         )
     else:
         from trainer.train.finetune import run_finetune
 
-        summary = run_finetune(root, export_root, settings, day=args.day, triton_url=args.triton_url)
+        summary = run_finetune(
+            root, export_root, settings, day=args.day, triton_url=args.triton_url, catalog=args.catalog
+        )
     print("\n".join(summary.lines()))
     return 0
 

@@ -104,3 +104,24 @@ def test_eval_writes_report_with_baselines_and_oracle(tiny_root: Path, tmp_path:
         assert 0.0 <= values["recall@10"] <= values["recall@50"] <= 1.0
     assert (out / "recall_at_k.png").read_bytes()[:4] == b"\x89PNG"
     assert "| popularity |" in (out / "report.md").read_text()
+
+
+def test_train_from_an_archive_with_an_explicit_catalog_folder(
+    tiny_root: Path, tmp_path: Path, fast_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from streamrec.archive import INTERACTIONS_DIR, ITEMS_FILE, USERS_FILE
+
+    archive, tables = tmp_path / "archive", tmp_path / "tables"
+    shutil.copytree(tiny_root / INTERACTIONS_DIR, archive / INTERACTIONS_DIR)
+    tables.mkdir()
+    for name in (ITEMS_FILE, USERS_FILE):
+        shutil.copy(tiny_root / name, tables / name)
+    exports = tmp_path / "exports"
+    with pytest.raises(DataError, match="holds no items.parquet"):
+        run(["train", "full", "--data", str(archive), "--catalog", str(tmp_path / "nowhere")])
+    argv = ["train", "full", "--data", str(archive), "--catalog", str(tables), "--export-root", str(exports)]
+    assert run([*argv, "--end", "2026-11-03"]) == 0
+    assert f"catalog: {tables}" in capsys.readouterr().out
+    assert art.load_id_maps(art.current_dir(exports)).item_ids[:3] == ["i000000", "i000001", "i000002"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,18 @@ def test_events_on_unknown_items_are_dropped_and_counted(tmp_path: Path, tiny_ro
     data = load_dataset(tmp_path / "copy")
     assert data.dropped_events > 0
     assert data.catalog.n_items == len(items) - 1
+
+
+def test_synthetic_new_items_have_no_event_before_their_launch_day(tmp_path: Path) -> None:
+    config = synthetic.SyntheticConfig.preset("tiny", seed=3).with_sizes(users=400, events=6_000, days=5)
+    config = config.with_new_items(15, 2)
+    info = synthetic.prepare(tmp_path, config)
+    launches = {item: date.fromisoformat(day) for item, day in info["new_items"].items()}
+    assert len(launches) == 15 and set(launches.values()) <= {date(2026, 11, 4), date(2026, 11, 5)}
+    events = read_interactions(tmp_path)
+    day = events["timestamp"].dt.date
+    launch = events["item_id"].map(launches)
+    assert not (launch.notna() & (day < launch)).any()
+    assert events["item_id"].isin(list(launches)).sum() > 50  # launched items are then seen and clicked
+    with pytest.raises(DataError, match="new item days"):
+        config.with_new_items(3, 5)

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from streamrec.archive import INTERACTIONS_DIR, partition_dates, read_items, read_users
+from streamrec.archive import INTERACTIONS_DIR, ITEMS_FILE, partition_dates, read_items, read_users
+from streamrec.catalog.snapshot import latest_snapshot
 from streamrec.errors import DataError
 from streamrec.features import DEVICE_VOCAB, EVENT_TYPES
 from trainer.data.common import DEFAULT_POSITIVE_TYPES, read_info
@@ -171,6 +172,64 @@ def read_catalog(root: Path) -> Catalog:
     )
 
 
+#: ``catalog`` choices besides a path: the root's own tables when it has them, else the newest snapshot.
+CATALOG_AUTO = "auto"
+#: Always the newest complete catalog snapshot under the root (``<root>/catalog/date=*/version=*``).
+CATALOG_LATEST = "latest"
+
+
+def catalog_root(root: Path, catalog: str | None = None) -> Path:
+    """Where the item and user tables of ``root`` are read.
+
+    ``auto`` (default): ``root`` itself when it holds ``items.parquet`` (a prepared dataset), else the newest
+    catalog snapshot under it (the streaming archive); ``latest``: the newest snapshot; anything else is a
+    folder holding ``items.parquet`` (e.g. one snapshot version).
+    """
+    choice = catalog or CATALOG_AUTO
+    if choice == CATALOG_AUTO:
+        if (root / ITEMS_FILE).is_file():
+            return root
+        try:
+            return latest_snapshot(root).path
+        except DataError:
+            raise DataError(
+                f"no item table under {root}: neither {ITEMS_FILE} nor a complete catalog snapshot "
+                "(write one with 'streamrec catalog snapshot', or prepare a dataset)"
+            ) from None
+    if choice == CATALOG_LATEST:
+        return latest_snapshot(root).path
+    path = Path(choice)
+    if not (path / ITEMS_FILE).is_file():
+        raise DataError(f"catalog folder {path} holds no {ITEMS_FILE}")
+    return path
+
+
+def align_catalog(catalog: Catalog, item_ids: list[str], categories: list[str]) -> Catalog:
+    """The catalog in an exported model's item order, new items appended; the model's category vocabulary.
+
+    Items of the export that the table no longer lists keep their index (empty content here: their exported
+    features are used); a category the export does not know gets index 0 (unknown), as serving reads it.
+    """
+    position = {item: i for i, item in enumerate(catalog.item_ids)}
+    known = set(item_ids)
+    new_items = [item for item in catalog.item_ids if item not in known]
+    order = item_ids + new_items
+    source = np.array([position.get(item, -1) for item in order], dtype=np.int64)
+    present = source >= 0
+    table_categories = np.array(["", *catalog.categories], dtype=object)[catalog.category_idx[1:]]
+    names = np.where(present, table_categories[np.maximum(source, 0)], "")
+    category_idx = encode(names.astype(str), categories)
+    price = np.where(present, catalog.price[1:][np.maximum(source, 0)], 0.0).astype(np.float32)
+    return Catalog(
+        item_ids=order,
+        categories=list(categories),
+        category_idx=np.concatenate([[0], category_idx]).astype(np.int64),
+        price=np.concatenate([[0.0], price]).astype(np.float32),
+        texts=[catalog.texts[i] if i >= 0 else "" for i in source],
+        images=[catalog.images[i] if i >= 0 else None for i in source],
+    )
+
+
 def read_user_table(
     root: Path,
     extra_user_ids: np.ndarray | None = None,
@@ -216,25 +275,32 @@ def load_dataset(
     end: date | None = None,
     *,
     item_ids: list[str] | None = None,
+    categories: list[str] | None = None,
     user_table: UserTable | None = None,
+    catalog: str | None = None,
 ) -> Dataset:
-    """Read events in ``[start, end]`` plus the item and user tables.
+    """Read events in ``[start, end]`` plus the item and user tables (of ``catalog_root(root, catalog)``).
 
-    Events on items outside the catalog are dropped (they cannot be embedded); with a fixed ``user_table``
-    (fine-tuning an exported model) users outside it become index 0, i.e. anonymous.
+    Events on items outside the catalog are dropped (they cannot be embedded); with ``item_ids`` and
+    ``categories`` (fine-tuning an exported model) the catalog keeps the export's order and vocabulary, items
+    added since come after (``extra["new_items"]`` counts them); with a fixed ``user_table`` users outside it
+    become index 0, i.e. anonymous.
     """
     root = Path(root)
     info = read_info(root)
     table = _read_event_tables(root, start, end)
-    catalog = read_catalog(root)
-    if item_ids is not None and item_ids != catalog.item_ids:
-        raise DataError(f"the item table under {root} differs from the exported model's item ids")
+    tables_root = catalog_root(root, catalog)
+    items = read_catalog(tables_root)
+    extra: dict[str, Any] = {"catalog_root": str(tables_root)}
+    if item_ids is not None:
+        items = align_catalog(items, item_ids, categories if categories is not None else items.categories)
+        extra["new_items"] = items.n_items - len(item_ids)
     user_col = table["user_id"]
     if user_table is None:
         event_users = pc.unique(user_col).to_numpy(zero_copy_only=False)
-        user_table = read_user_table(root, extra_user_ids=event_users)
+        user_table = read_user_table(tables_root, extra_user_ids=event_users)
     user = _dict_codes(user_col, user_table.user_ids)
-    item = _dict_codes(table["item_id"], catalog.item_ids)
+    item = _dict_codes(table["item_id"], items.item_ids)
     etype = _dict_codes(table["event_type"], list(EVENT_TYPES)) - 1
     device = _dict_codes(table["device"], list(DEVICE_VOCAB)) - 1
     device[device < 0] = 0
@@ -254,10 +320,11 @@ def load_dataset(
         name=str(info.get("name", root.name)),
         root=root,
         info=info,
-        catalog=catalog,
+        catalog=items,
         users=user_table,
         events=events,
         dropped_events=int((~keep).sum()),
+        extra=extra,
         positive_types=tuple(positive_types),
         retrieval_types=tuple(
             info.get("retrieval_event_types", info.get("positive_event_types", DEFAULT_POSITIVE_TYPES))

@@ -9,6 +9,9 @@ Generative story (all sizes are parameters; see :class:`SyntheticConfig` presets
 * impressions (``view``): time from a diurnal curve, device mostly the user's primary one; the item comes
   from the user's softmax ``beta * u.v + b`` or, with probability ``alpha``, from a context distribution
   that depends on the time of day and the device;
+* new items (``new_items`` > 0): that many items, drawn at random, are launched at the start of one of the
+  last ``new_item_days`` days; no event names them before (a draw of an unlaunched item is redrawn from the
+  launched ones), and their text and image come from their planted vector like every other item's;
 * funnel: ``click`` with probability ``sigmoid(gamma * u.v + delta)``, then ``add_to_cart`` and ``purchase``;
   ``dislike`` on a few poorly matched views.
 
@@ -66,6 +69,8 @@ class SyntheticConfig:
     alpha: float = 0.2  # share of context-driven impressions
     gamma: float = 1.5  # click sensitivity to affinity
     delta: float = -2.0  # click base rate (logit)
+    new_items: int = 0  # items launched on the last days (cold-start evaluation)
+    new_item_days: int = 1  # ... at the start of one of the last this-many days
 
     @classmethod
     def preset(cls, name: str, seed: int = 42) -> SyntheticConfig:
@@ -77,6 +82,15 @@ class SyntheticConfig:
         if name not in sizes:
             raise DataError(f"unknown synthetic preset {name!r}; choose from {sorted(sizes)}")
         return cls(seed=seed, **sizes[name])  # type: ignore[arg-type]
+
+    def with_new_items(self, new_items: int | None, new_item_days: int | None = None) -> SyntheticConfig:
+        items = self.new_items if new_items is None else new_items
+        days = self.new_item_days if new_item_days is None else new_item_days
+        if items < 0 or items >= self.n_items:
+            raise DataError(f"new items must be in 0..{self.n_items - 1}, got {items}")
+        if items and (days < 1 or days >= self.n_days):
+            raise DataError(f"new item days must be in 1..{self.n_days - 1}, got {days}")
+        return replace(self, new_items=items, new_item_days=days)
 
     def with_sizes(
         self, users: int | None = None, items: int | None = None, events: int | None = None, days: int | None = None
@@ -102,6 +116,26 @@ class Planted:
     user_device: np.ndarray  # int64 [n_users], primary device index into DEVICES
     daypart_share: np.ndarray  # float64 [N_DAYPARTS]
     config: SyntheticConfig
+    launch_day: np.ndarray | None = None  # int64 [n_items], first day (0-based) an item can be seen
+
+    def available(self, day: int) -> np.ndarray:
+        """Items launched by ``day``.  -> bool [n_items]"""
+        if self.launch_day is None:
+            return np.ones(self.config.n_items, dtype=bool)
+        return self.launch_day <= day
+
+
+def launch_days(config: SyntheticConfig) -> np.ndarray:
+    """Day each item becomes visible: 0, or one of the last ``new_item_days`` for the new items (own stream).
+
+    -> int64 [n_items]
+    """
+    days = np.zeros(config.n_items, dtype=np.int64)
+    if config.new_items:
+        rng = np.random.default_rng([config.seed, 4])
+        chosen = rng.choice(config.n_items, config.new_items, replace=False)
+        days[chosen] = config.n_days - config.new_item_days + rng.integers(0, config.new_item_days, config.new_items)
+    return days
 
 
 def _softmax_rows(logits: np.ndarray) -> np.ndarray:
@@ -142,6 +176,7 @@ def plant(config: SyntheticConfig, rng: np.random.Generator) -> Planted:
         user_device=device.astype(np.int64),
         daypart_share=hourly.reshape(N_DAYPARTS, 6).sum(axis=1),
         config=config,
+        launch_day=launch_days(config) if config.new_items else None,
     )
 
 
@@ -186,6 +221,8 @@ def simulate(planted: Planted, rng: np.random.Generator, n_views: int | None = N
     ctx_rows = (hour // 6) * len(DEVICES) + device
     ctx_sel = np.flatnonzero(from_context)
     item[ctx_sel] = _sample_from_rows(_softmax_rows(planted.context_logits.astype(np.float64)), ctx_rows[ctx_sel], rng)
+    if planted.launch_day is not None:
+        _redraw_unlaunched(planted, planted.launch_day, item, user, day, ctx_rows, from_context, rng)
     affinity = np.einsum("ij,ij->i", planted.user_factors[user], planted.item_factors[item]) / config.beta
     p_click = 1.0 / (1.0 + np.exp(-(config.gamma * affinity + config.delta)))
     click = rng.random(n_views) < p_click
@@ -220,6 +257,38 @@ def simulate(planted: Planted, rng: np.random.Generator, n_views: int | None = N
 
 
 ETYPE_NAMES = ("view", "click", "add_to_cart", "purchase", "dislike")
+
+
+def _redraw_unlaunched(
+    planted: Planted,
+    launch_day: np.ndarray,
+    item: np.ndarray,
+    user: np.ndarray,
+    day: np.ndarray,
+    ctx_rows: np.ndarray,
+    from_context: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
+    """Redraw (in place) each impression of an item not launched on its day from the same distribution
+    restricted to the launched items: the impression then follows that restricted distribution exactly."""
+    for d in np.unique(day):
+        launched = launch_day <= d
+        bad = np.flatnonzero((day == d) & ~launched[item])
+        if len(bad) == 0:
+            continue
+        mask = np.log(launched.astype(np.float64) + 1e-300)[None, :]
+        personal = bad[~from_context[bad]]
+        users, local = np.unique(user[personal], return_inverse=True)
+        chunk = max(1, 4_000_000 // planted.config.n_items)
+        for lo in range(0, len(users), chunk):
+            sel = (local >= lo) & (local < lo + chunk)
+            logits = planted.user_factors[users[lo : lo + chunk]] @ planted.item_factors.T
+            probs = _softmax_rows((logits + planted.item_bias[None, :]).astype(np.float64) + mask)
+            item[personal[sel]] = _sample_from_rows(probs, local[sel] - lo, rng)
+        ctx = bad[from_context[bad]]
+        if len(ctx):
+            probs = _softmax_rows(planted.context_logits.astype(np.float64) + mask)
+            item[ctx] = _sample_from_rows(probs, ctx_rows[ctx], rng)
 
 
 def _uuid_strings(rng: np.random.Generator, n: int) -> pa.Array:
@@ -434,5 +503,11 @@ def prepare(root: Path, config: SyntheticConfig) -> dict[str, Any]:
         "start": config.start.isoformat(),
         "end": end.isoformat(),
     }
+    if planted.launch_day is not None:
+        new = np.flatnonzero(planted.launch_day > 0)
+        info["new_items"] = {
+            str(items["item_id"].iloc[i]): (config.start + timedelta(days=int(planted.launch_day[i]))).isoformat()
+            for i in new
+        }
     write_info(root, info)
     return info

@@ -1,8 +1,9 @@
 """``streamrec train finetune``: the daily job.
 
 Starts from the production version (the one ``CURRENT`` names), trains the query tower and the ranker on
-the newest day plus a replay sample of older days (item tower, item embeddings and FAISS index fixed),
-then compares candidate and production on a held-out slice (the newest part of the day) and publishes the
+the newest day plus a replay sample of older days (item tower and the known items' embeddings fixed; items
+added to the catalog since are embedded from their content alone and appended to the index), then compares
+candidate and production on a held-out slice (the newest part of the day) and publishes the
 candidate only if its end-to-end Recall@20 is not worse.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -20,12 +21,14 @@ from streamrec import artifacts as art
 from streamrec.archive import partition_dates
 from streamrec.errors import ArtifactError, DataError
 from trainer.data.loading import Dataset, UserTable, load_dataset
+from trainer.embeddings.content import ContentEmbeddings, encode_images, encode_texts
 from trainer.eval.protocol import EvalTask, build_task
 from trainer.eval.run import evaluate_models
 from trainer.export.writer import load_trained
 from trainer.settings import TrainerSettings
 from trainer.train.full import RunSummary, day_of, publish_models, reload_triton
 from trainer.train.pipeline import TrainedModels, train_models
+from trainer.train.tables import ItemTables
 
 PROMOTION_METRIC = "recall@20"
 
@@ -61,6 +64,58 @@ def split_for_finetune(dataset: Dataset, day: date, settings: TrainerSettings) -
     )
 
 
+def with_new_items(models: TrainedModels, dataset: Dataset, settings: TrainerSettings) -> tuple[TrainedModels, int]:
+    """``models`` with item tables covering the catalog's items added after its export (their content only).
+
+    New items (indices after the exported ones) get text/image features through the export's own PCA
+    projections, ``log_popularity`` from the loaded window's events and their price; the item tower reads
+    their out-of-range index as 0, so their embedding is the content-only path. -> (models, new item count)
+    """
+    n_known = len(models.items.category_idx) - 1
+    n_new = dataset.catalog.n_items - n_known
+    if n_new <= 0:
+        return models, 0
+    content = models.content
+    if content.text_projection is None or content.image_projection is None:
+        raise ArtifactError(
+            f"{n_new} items are new since the production version, which was exported without its content "
+            "projections; run 'streamrec train full' to include them"
+        )
+    texts = dataset.catalog.texts[n_known:]
+    raw_text, text_model = encode_texts(texts, settings)
+    if content.text_model and text_model != content.text_model:
+        raise ArtifactError(f"text model {text_model!r} differs from the production version's {content.text_model!r}")
+    text = content.text_projection.apply(raw_text)
+    raw_image = np.zeros((n_new, content.image_projection.raw_dim), dtype=np.float32)
+    if content.image_projection.raw_dim:
+        found = encode_images(dataset.catalog.images[n_known:], settings)
+        if found is not None:
+            raw_image = found
+    image = content.image_projection.apply(raw_image)
+    popularity = np.bincount(dataset.events.item, minlength=dataset.catalog.n_items + 1)[n_known + 1 :]
+    dense = np.stack(
+        [np.log1p(popularity), np.log1p(np.maximum(dataset.catalog.price[n_known + 1 :], 0.0))], axis=1
+    ).astype(np.float32)
+    items = models.items
+    extended = ItemTables(
+        category_idx=dataset.catalog.category_idx,
+        dense=np.concatenate([items.dense, dense]),
+        text=np.concatenate([items.text, text]),
+        image=np.concatenate([items.image, image]),
+        popularity=np.concatenate([items.popularity, popularity.astype(np.float32)]),
+    )
+    extended_content = ContentEmbeddings(
+        text=extended.text,
+        image=extended.image,
+        text_model=content.text_model,
+        image_model=content.image_model,
+        notes=[],
+        text_projection=content.text_projection,
+        image_projection=content.image_projection,
+    )
+    return replace(models, items=extended, content=extended_content), n_new
+
+
 def check_compatible(dataset: Dataset, meta: art.ExportMetadata) -> None:
     spec = meta.feature_spec
     if list(dataset.users.profile_fields) != spec.profile_fields:
@@ -89,6 +144,7 @@ def run_finetune(
     settings: TrainerSettings,
     day: date | None = None,
     triton_url: str | None = None,
+    catalog: str | None = None,
 ) -> RunSummary:
     began = time.perf_counter()
     current = art.read_current(export_root)
@@ -107,8 +163,15 @@ def run_finetune(
         profile_idx=production.profiles,
     )
     start = day - timedelta(days=settings.finetune_replay_days)
-    dataset = load_dataset(root, start, day, item_ids=maps.item_ids, user_table=users)
+    dataset = load_dataset(
+        root, start, day, item_ids=maps.item_ids, categories=maps.categories[1:], user_table=users, catalog=catalog
+    )
     check_compatible(dataset, meta)
+    known_embeddings = np.asarray(state["item_embeddings"], dtype=np.float32)
+    production, n_new = with_new_items(production, dataset, settings)
+    item_embeddings = known_embeddings
+    if n_new:
+        item_embeddings = np.concatenate([known_embeddings, production.item_embeddings()[len(known_embeddings) :]])
     split = split_for_finetune(dataset, day, settings)
     train_began = time.perf_counter()
     candidate = train_models(
@@ -138,7 +201,7 @@ def run_finetune(
             window=window,
             metrics=metrics,
             parent=current,
-            item_embeddings=state["item_embeddings"],
+            item_embeddings=item_embeddings,
         )
         reloaded = reload_triton(settings, triton_url)
     return RunSummary(
@@ -156,6 +219,7 @@ def run_finetune(
         extras={"candidate": candidate, "production": production, "task": task, "dataset": dataset},
         notes=[
             f"parent {current}; {split.new_day_rows} events of {day} + {split.replay_rows} replayed; "
-            f"hold-out {len(split.holdout_rows)} events, {len(task)} users"
+            f"hold-out {len(split.holdout_rows)} events, {len(task)} users",
+            f"{n_new} items new since the parent, embedded from content (catalog {dataset.extra['catalog_root']})",
         ],
     )

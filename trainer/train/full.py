@@ -65,11 +65,14 @@ def day_of(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
 
 
-def run_key(root: Path, start: date | None, end: date | None, settings: TrainerSettings, kind: str) -> str:
-    """Identifies a run for resuming: same data, window and settings -> same checkpoint folder."""
+def run_key(
+    root: Path, start: date | None, end: date | None, settings: TrainerSettings, kind: str, catalog: str = ""
+) -> str:
+    """Identifies a run for resuming: same data, catalog, window and settings -> same checkpoint folder."""
     payload = json.dumps(
         {
             "root": str(Path(root).resolve()),
+            "catalog": catalog,
             "start": str(start),
             "end": str(end),
             "kind": kind,
@@ -129,11 +132,15 @@ def run_full(
     end: date | None = None,
     triton_url: str | None = None,
     resume: bool = True,
+    catalog: str | None = None,
 ) -> RunSummary:
+    """Train on the events of ``root`` in ``[start, end]`` and the item/user tables ``catalog`` names
+    (see ``trainer.data.loading.catalog_root``: by default the root's own tables, else its newest snapshot)."""
     began = time.perf_counter()
-    dataset = load_dataset(root, start, end)
+    dataset = load_dataset(root, start, end, catalog=catalog)
     content = build_content_embeddings(dataset.catalog.texts, dataset.catalog.images, settings)
-    checkpoint_dir = settings.checkpoint_dir / run_key(root, start, end, settings, "full")
+    key = run_key(root, start, end, settings, "full", catalog=dataset.extra["catalog_root"])
+    checkpoint_dir = settings.checkpoint_dir / key
     if not resume and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     rows = np.arange(len(dataset.events))
@@ -156,5 +163,7 @@ def run_full(
         seconds=time.perf_counter() - began,
         stages=stages,
         reloaded=reloaded,
-        notes=content.notes + ([f"{dataset.dropped_events} events dropped"] if dataset.dropped_events else []),
+        notes=[f"catalog: {dataset.extra['catalog_root']} ({dataset.catalog.n_items} items)"]
+        + content.notes
+        + ([f"{dataset.dropped_events} events dropped (unknown item or event type)"] if dataset.dropped_events else []),
     )

@@ -304,9 +304,12 @@ def train_two_tower(
     trained: nn.Module = model.query_tower if frozen_item_embeddings is not None else model
     optimizer = make_optimizer(trained, settings)
     query = DeviceQuery.of(features, profiles, device)
-    query.check_ranges(model.query_tower.user_arch, model.item_tower.item_arch.n_items)
+    # Items index the catalog's tables; an item added after the model's id tables were sized (fine-tuning
+    # with new items) is legitimately beyond them and read as unknown, i.e. by its content.
+    n_catalog = len(items.category_idx)
+    query.check_ranges(model.query_tower.user_arch, n_catalog)
     pos = torch.as_tensor(positives, device=device)
-    check_index_ranges([("positive item_idx", pos, model.item_tower.item_arch.n_items)])
+    check_index_ranges([("positive item_idx", pos, n_catalog)])
     freq = np.maximum(item_counts.astype(np.float64), 1.0)
     log_q = torch.as_tensor(np.log(freq / freq.sum()), dtype=torch.float32, device=device)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -399,10 +402,11 @@ def train_ranker(
     model.to(device).train()
     optimizer = make_optimizer(model, settings)
     query = DeviceQuery.of(features, profiles, device)
-    query.check_ranges(model.user_arch, model.n_items)
+    n_catalog = len(items.category_idx)  # see train_two_tower: new items lie beyond the id tables
+    query.check_ranges(model.user_arch, n_catalog)
     counts = torch.as_tensor(features.counts, device=device)
     first = torch.as_tensor(first_items, device=device)
-    check_index_ranges([("candidate item_idx", first, model.n_items)])
+    check_index_ranges([("candidate item_idx", first, n_catalog)])
     labels0 = torch.as_tensor(first_labels, dtype=torch.float32, device=device)
     weights = torch.as_tensor(negative_weights, dtype=torch.float32, device=device)
     n_neg = settings.ranker_negatives

@@ -35,16 +35,23 @@ class TrainedModels:
     device: str = "cpu"
 
     def item_embeddings(self, batch: int = 8192) -> np.ndarray:
-        """Item-tower output for every item.  -> float32 [n_items + 1, D] (row 0: the unknown item)"""
+        """Item-tower output for every item.  -> float32 [n_items + 1, D] (row 0: the unknown item)
+
+        An item without interactions in the training window has an untrained id embedding: it is embedded
+        from its content alone (index 0), as an item added after training is.
+        """
         tower = self.two_tower.item_tower
         device = str(next(tower.parameters()).device)
         tables = self.items.to(device)
         n = len(self.items.category_idx)
+        learned = torch.as_tensor(self.items.popularity > 0, device=device)
         out = []
         with torch.no_grad():
             for start in range(0, n, batch):
                 idx = torch.arange(start, min(start + batch, n), device=device)
-                out.append(tower(tables.features(idx)).float().cpu().numpy())
+                features = tables.features(idx)
+                features = features._replace(item_idx=torch.where(learned[idx], idx, torch.zeros_like(idx)))
+                out.append(tower(features).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
     def summary(self) -> dict[str, Any]:
