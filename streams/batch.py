@@ -13,7 +13,6 @@ exactly as if each event had been keyed by item id; bundling only saves per-mess
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -43,8 +42,10 @@ BUNDLE_FORMAT = 1
 
 
 def to_record(event: InteractionEvent, partition: int, offset: int) -> EventRecord:
+    # The schema hands over the canonical 8-4-4-4-12 form: its hex digits are the UUID's integer
+    # (what uuid.UUID(...).int gives, at a fraction of the cost, once per event).
     return EventRecord(
-        event_id=uuid.UUID(event.event_id).int,
+        event_id=int(event.event_id.replace("-", ""), 16),
         user_id=event.user_id,
         item_id=event.item_id,
         etype=ETYPE_INDEX[event.event_type.value],

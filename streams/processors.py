@@ -185,7 +185,7 @@ class InteractionsProcessor:
         m.events_in.inc(len(batch))
         by_user: dict[str, list[tuple[EventRecord, Incoming]]] = {}
         # Keyed by user too: one event id reused by two users must not hand one user the other's context.
-        contexts: dict[tuple[str, int], EventContext] = {}
+        contexts: dict[tuple[str, int], tuple[str, EventContext]] = {}
         for msg in batch:
             try:
                 event = decode_interaction(
@@ -199,7 +199,7 @@ class InteractionsProcessor:
                 await self.reject(exc, msg)
                 continue
             rec = to_record(event, msg.partition, msg.offset)
-            contexts[(rec.user_id, rec.event_id)] = event.context
+            contexts[(rec.user_id, rec.event_id)] = (event.event_id, event.context)
             by_user.setdefault(rec.user_id, []).append((rec, msg))
 
         bloom: dict[str, list[str]] = {}
@@ -240,20 +240,13 @@ class InteractionsProcessor:
         if self.refresher is not None and triggers:
             # After the Bloom write: a refresh must already exclude the items of these events.
             now = time.monotonic()
-            self.refresher.notify_many(
-                [(u, Trigger(_uuid(t.event_id), contexts[(u, t.event_id)], t.ts_ms, now)) for u, t in triggers]
-            )
+            self.refresher.notify_many([(u, Trigger(*contexts[(u, t.event_id)], t.ts_ms, now)) for u, t in triggers])
         done = time.time()
         for rec_pairs in by_user.values():
             for rec, _ in rec_pairs:
                 m.event_age.observe(max(done - rec.ts_ms / 1000.0, 0.0))
         m.batch_size.labels("interactions").observe(len(batch))
         m.batch_seconds.labels("interactions").observe(time.perf_counter() - began)
-
-
-def _uuid(value: int) -> str:
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class ItemsProcessor:
