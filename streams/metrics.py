@@ -97,6 +97,16 @@ class WorkerMetrics:
         self.recs_published = Counter(
             "streamrec_worker_recommendations_published", "Recommendation messages, by source.", ["source"], registry=r
         )
+        self.recs_skipped = Counter(
+            "streamrec_worker_recommendations_skipped",
+            "Refreshes not published: coalesced (a newer trigger of a waiting user), dropped (too many users"
+            " waiting), failed (source or publish error).",
+            ["reason"],
+            registry=r,
+        )
+        self.recs_pending = Gauge(
+            "streamrec_worker_recommendations_pending", "Users waiting for a recommendation refresh.", registry=r
+        )
         self.recs_seconds = Histogram(
             "streamrec_worker_recommendation_seconds",
             "From the triggering event's processing to its recommendation message being sent.",

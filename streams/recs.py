@@ -72,28 +72,43 @@ async def gather_each(
 # ---------------------------------------------------------------------------------------------------- schedule
 
 
+SCHEDULED, COALESCED, DROPPED = "scheduled", "coalesced", "dropped"
+
+
 @dataclass
 class RefreshSchedule:
+    """Per-user debounce: at most one refresh per user per ``debounce_s``, carrying the user's newest trigger.
+    At most ``max_pending`` users wait (None: unbounded); a new user beyond that is dropped (its next event,
+    once there is room, schedules it again), so a slow recommender bounds memory instead of growing it."""
+
     debounce_s: float
+    max_pending: int | None = None
     pending: dict[str, Trigger] = field(default_factory=dict)
     due_at: dict[str, float] = field(default_factory=dict)
     last_sent: dict[str, float] = field(default_factory=dict)
     _heap: list[tuple[float, str]] = field(default_factory=list)
 
-    def notify(self, user_id: str, trigger: Trigger, now: float) -> None:
+    def notify(self, user_id: str, trigger: Trigger, now: float) -> str:
+        """:data:`SCHEDULED`, :data:`COALESCED` (already waiting: it will carry this newer trigger) or
+        :data:`DROPPED` (``max_pending`` users wait already)."""
+        if user_id in self.pending:
+            self.pending[user_id] = trigger
+            return COALESCED
+        if self.max_pending is not None and len(self.pending) >= self.max_pending:
+            return DROPPED
         self.pending[user_id] = trigger
-        if user_id in self.due_at:
-            return  # already scheduled: it will carry this newer trigger
         due = max(now, self.last_sent.get(user_id, float("-inf")) + self.debounce_s)
         self.due_at[user_id] = due
         heapq.heappush(self._heap, (due, user_id))
+        return SCHEDULED
 
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float) -> list[tuple[str, Trigger]]:
-        out = []
-        while self._heap and self._heap[0][0] <= now:
+    def pop_due(self, now: float, limit: int | None = None) -> list[tuple[str, Trigger]]:
+        """The users due at ``now`` (at most ``limit``), earliest first."""
+        out: list[tuple[str, Trigger]] = []
+        while self._heap and self._heap[0][0] <= now and (limit is None or len(out) < limit):
             _, user_id = heapq.heappop(self._heap)
             self.due_at.pop(user_id, None)
             trigger = self.pending.pop(user_id, None)
@@ -270,7 +285,14 @@ def build_message(user_id: str, trigger: Trigger, result: RecommendResult) -> Re
 
 
 class Refresher:
-    """Runs the schedule: asks the source for due users, publishes their messages."""
+    """Runs the schedule on its own task: asks the source for due users, publishes their messages.
+
+    Isolated from ingest: :meth:`notify_many` only records triggers (no await), so a slow or dead recommender
+    never slows the Bloom and feature updates; what it costs is skipped refreshes, counted by ``on_skipped``
+    (``coalesced``: a waiting user's newer trigger replaced the older one; ``dropped``: ``max_pending`` users
+    waited already; ``failed``: the source or the publish failed). At most ``max_per_s`` refreshes start per
+    second (a token bucket holding one request batch), so a burst of users cannot flood the recommender.
+    """
 
     def __init__(
         self,
@@ -280,19 +302,39 @@ class Refresher:
         debounce_s: float,
         concurrency: int,
         on_published: Callable[[str, float], None] | None = None,
+        *,
+        max_per_s: float | None = None,
+        max_pending: int | None = None,
+        on_skipped: Callable[[str, int], None] | None = None,
     ) -> None:
+        if max_per_s is not None and max_per_s <= 0:
+            raise ValueError(f"max_per_s must be > 0 or None, got {max_per_s}")
         self.source = source
         self.publish = publish
         self.k = k
-        self.schedule = RefreshSchedule(debounce_s)
+        self.schedule = RefreshSchedule(debounce_s, max_pending)
         self.concurrency = concurrency
         self.on_published = on_published
+        self.on_skipped = on_skipped
         self.max_batch = max(concurrency, 1) * 16
+        self.max_per_s = max_per_s
+        self._tokens = float(self.max_batch)
+        self._tokens_at = time.monotonic()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def pending(self) -> int:
+        return len(self.schedule.pending)
+
+    def _skipped(self, reason: str, n: int = 1) -> None:
+        if self.on_skipped is not None and n:
+            self.on_skipped(reason, n)
+
     def notify(self, user_id: str, trigger: Trigger) -> None:
-        self.schedule.notify(user_id, trigger, time.monotonic())
+        outcome = self.schedule.notify(user_id, trigger, time.monotonic())
+        if outcome != SCHEDULED:
+            self._skipped(outcome)
         self._wakeup.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="recs-refresher")
@@ -301,13 +343,31 @@ class Refresher:
         for user_id, trigger in triggers:
             self.notify(user_id, trigger)
 
+    def _allowance(self, now: float) -> int | None:
+        """Refreshes the rate bound allows now (None: unbounded)."""
+        if self.max_per_s is None:
+            return None
+        self._tokens = min(float(self.max_batch), self._tokens + (now - self._tokens_at) * self.max_per_s)
+        self._tokens_at = now
+        return int(self._tokens)
+
     async def _run(self) -> None:
         while True:
-            due = self.schedule.pop_due(time.monotonic())
+            now = time.monotonic()
+            allowed = self._allowance(now)
+            nxt = self.schedule.next_due()
+            if allowed == 0 and nxt is not None and nxt <= now and self.max_per_s is not None:
+                await asyncio.sleep((1.0 - self._tokens) / self.max_per_s)  # until one token
+                continue
+            due = self.schedule.pop_due(now, allowed)
+            if self.max_per_s is not None:
+                self._tokens -= len(due)
             for start in range(0, len(due), self.max_batch):
                 # Awaited in line: while a batch is out, new triggers accumulate (and coalesce per user).
                 await self._refresh(due[start : start + self.max_batch])
             nxt = self.schedule.next_due()
+            if nxt is not None and nxt <= time.monotonic():
+                continue
             self._wakeup.clear()
             timeout = None if nxt is None else max(nxt - time.monotonic(), 0.0)
             with contextlib.suppress(TimeoutError):
@@ -319,16 +379,19 @@ class Refresher:
             results = await self.source.recommend_many(requests)
         except Exception as exc:  # a refresh is best effort: the users' next events trigger another
             log.warning("recommendation refresh of %d users failed: %s", len(due), exc)
+            self._skipped("failed", len(due))
             return
         for (user_id, trigger), result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("recommendation refresh for %s failed: %s", user_id, result)
+                self._skipped("failed")
                 continue
             try:
                 message = build_message(user_id, trigger, result)
                 await self.publish(user_id, message.model_dump_json().encode())
             except Exception as exc:
                 log.warning("publishing recommendations for %s failed: %s", user_id, exc)
+                self._skipped("failed")
                 continue
             if self.on_published is not None:
                 self.on_published(result.source, time.monotonic() - trigger.noticed_at)

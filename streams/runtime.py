@@ -135,6 +135,9 @@ class Runtime:
                     debounce_s=s.recs_debounce_ms / 1000.0,
                     concurrency=s.recs_concurrency,
                     on_published=self._on_published,
+                    max_per_s=s.recs_max_per_s,
+                    max_pending=s.recs_max_pending,
+                    on_skipped=self._on_skipped,
                 )
             limits = DedupeLimits(max_events=s.dedupe_max_events, window_minutes=max(s.dedupe_window_s // 60, 1))
             self.interactions = InteractionsProcessor(
@@ -178,6 +181,13 @@ class Runtime:
     def _on_published(self, source: str, seconds: float) -> None:
         self.metrics.recs_published.labels(source).inc()
         self.metrics.recs_seconds.observe(seconds)
+        if self.refresher is not None:
+            self.metrics.recs_pending.set(self.refresher.pending)
+
+    def _on_skipped(self, reason: str, n: int) -> None:
+        self.metrics.recs_skipped.labels(reason).inc(n)
+        if self.refresher is not None:
+            self.metrics.recs_pending.set(self.refresher.pending)
 
     async def close(self) -> None:
         if self.pusher is not None:

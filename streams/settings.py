@@ -109,6 +109,12 @@ class StreamsSettings(ComponentSettings):
     recs_concurrency: int = Field(
         8, ge=1, description="Pipeline requests in flight at once; a refresh round asks for 16x this many users."
     )
+    recs_max_per_s: float = Field(
+        1000.0, gt=0, description="Most recommendation refreshes started per second (bounds the load on Triton)."
+    )
+    recs_max_pending: int = Field(
+        100_000, ge=1, description="Most users waiting for a refresh; beyond, new users' refreshes are dropped."
+    )
     popularity_candidates: int = Field(
         50, ge=1, description="Most popular items the popularity fallback filters against the Bloom filter."
     )

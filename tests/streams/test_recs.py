@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from streamrec.pipeline_client import RecommendRequest, RecommendResult
 from streamrec.schemas.codec import decode_recommendation
@@ -108,3 +109,77 @@ def test_pipeline_source_speaks_the_pipeline_clients_request_and_result() -> Non
 
     results, client, fallback = asyncio.run(run(ready=False))
     assert client.requests == [] and fallback.calls == [["u1"]], "not ready: the popularity fallback answers"
+
+
+def test_waiting_users_coalesce_and_new_users_beyond_the_bound_are_dropped() -> None:
+    schedule = RefreshSchedule(debounce_s=2.0, max_pending=2)
+    schedule.notify("u", trigger(1), now=10.0)
+    schedule.pop_due(10.0)
+    assert schedule.notify("u", trigger(2), now=10.5) == "scheduled"  # due at 12.0
+    assert schedule.notify("u", trigger(3), now=10.6) == "coalesced"
+    assert schedule.notify("v", trigger(4), now=10.7) == "scheduled"
+    assert schedule.notify("w", trigger(5), now=10.8) == "dropped", "two users wait already"
+    assert schedule.pop_due(12.0, limit=1) == [("v", trigger(4))], "earliest first, at most the limit"
+    assert schedule.pop_due(12.0) == [("u", trigger(3))]
+
+
+def test_refreshes_start_at_most_at_the_rate_bound_and_count_what_they_skip() -> None:
+    source = FakeSource()
+    published: list[str] = []
+    skipped: dict[str, int] = {}
+
+    async def publish(user_id: str, payload: bytes) -> None:
+        published.append(user_id)
+
+    async def run() -> float:
+        refresher = Refresher(
+            source,
+            publish,
+            k=2,
+            debounce_s=2.0,
+            concurrency=1,  # request batches of 16: the bucket holds one batch
+            max_per_s=100.0,
+            on_skipped=lambda reason, n: skipped.__setitem__(reason, skipped.get(reason, 0) + n),
+        )
+        began = asyncio.get_running_loop().time()
+        refresher.notify_many([(f"u{n}", trigger(n)) for n in range(56)] + [("u0", trigger(99)), ("bad", trigger(98))])
+        while (len(published) < 56 or "failed" not in skipped) and asyncio.get_running_loop().time() - began < 10:
+            await asyncio.sleep(0.005)
+        took = asyncio.get_running_loop().time() - began
+        await refresher.close()
+        return took
+
+    took = asyncio.run(run())
+    assert sorted(published) == sorted(f"u{n}" for n in range(56))
+    assert took >= (57 - 16) / 100.0 * 0.9, "beyond the first batch, 100 refreshes per second at most"
+    assert skipped == {"coalesced": 1, "failed": 1}
+    assert max(len(call) for call in source.calls) <= 16
+
+
+def test_a_hanging_recommender_never_slows_ingest() -> None:
+    from streamrec.schemas.events import InteractionEvent
+    from tests.streams.test_processors import APPEND, message, processor
+
+    class Hanging(FakeSource):
+        async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResult | BaseException]:
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+    async def publish(user_id: str, payload: bytes) -> None:
+        raise AssertionError("nothing is published")
+
+    async def run() -> tuple[float, int]:
+        proc = processor()
+        refresher = Refresher(Hanging(), publish, k=2, debounce_s=0.0, concurrency=1)
+        proc.refresher = refresher
+        began = asyncio.get_running_loop().time()
+        for batch in range(20):
+            events = [InteractionEvent.new(f"u{n}", "i1", "view", timestamp=APPEND) for n in range(50)]
+            await proc.process([message(e, batch * 50 + n) for n, e in enumerate(events)], lambda: None)
+        took = asyncio.get_running_loop().time() - began
+        await refresher.close()
+        bloom: Any = proc.bloom
+        return took, len(bloom.added)
+
+    took, users = asyncio.run(run())
+    assert users == 50 and took < 5.0, "1,000 events processed while the recommender hangs"
