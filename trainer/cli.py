@@ -173,6 +173,8 @@ def handle_eval(args: argparse.Namespace) -> int:
     for name, values in result.results.items():
         shown = ", ".join(f"{k} {values[k]:.4f}" for k in ("recall@10", "ndcg@10", "recall@20") if k in values)
         print(f"{name}: {shown}")
+    for name, values in result.cold_start.items():
+        print(f"new items, {name}: recall@10 {values['recall@10']:.4f}, ndcg@10 {values['ndcg@10']:.4f}")
     print(f"report: {result.report}")
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from trainer.data.loading import Dataset
 from trainer.eval.baselines import BPRConfig, train_bpr
 from trainer.eval.metrics import auc, coverage, ranking_metrics, top_k
 from trainer.eval.protocol import build_task, temporal_split
+from trainer.settings import TrainerSettings
 
 
 def test_ranking_metrics_by_hand() -> None:
@@ -64,3 +67,51 @@ def test_bpr_learns_planted_structure(tiny_dataset: Dataset) -> None:
     random_items = rng.integers(1, n_items + 1, len(rows))
     negative = scores[np.arange(len(rows)), random_items]
     assert float(np.mean(positive > negative)) > 0.7
+
+
+def test_new_items_are_those_first_seen_in_the_test_period_and_tasks_keep_only_their_positives(
+    tiny_dataset: Dataset,
+) -> None:
+    from trainer.data.loading import Events
+    from trainer.eval.coldstart import new_item_mask, restrict_task
+
+    events = Events(
+        user=np.array([1, 1, 2, 2, 3]),
+        item=np.array([1, 2, 2, 3, 3]),
+        etype=np.zeros(5, np.int8),
+        ts_ms=np.array([10, 20, 30, 40, 50]),
+        device=np.zeros(5, np.int64),
+    )
+    # item 1 first at 10, item 2 at 20, item 3 at 40; item 4 never: only item 3 is new at cut-off 35
+    assert new_item_mask(events, 4, 35).tolist() == [False, False, False, True, False]
+
+    split = temporal_split(tiny_dataset.events)
+    task = build_task(tiny_dataset, np.concatenate([split.train_rows, split.val_rows]), split.test_rows)
+    allowed = np.zeros(task.n_items + 1, bool)
+    allowed[1::2] = True  # odd items
+    cold = restrict_task(task, allowed)
+    assert cold is not None and 0 < len(cold) <= len(task)
+    assert all(len(t) and (t % 2 == 1).all() for t in cold.truth)
+    kept = {int(u): i for i, u in enumerate(task.users)}
+    for row, user in enumerate(cold.users[:20]):  # the exclusions follow their user
+        before = set(task.seen_items[task.seen_rows == kept[int(user)]])
+        assert set(cold.seen_items[cold.seen_rows == row]) == before
+    assert restrict_task(task, np.zeros(task.n_items + 1, bool)) is None
+
+
+@pytest.mark.slow
+def test_eval_scores_items_launched_in_the_test_period_by_content(tmp_path: Path, settings: TrainerSettings) -> None:
+    from trainer.data import synthetic
+    from trainer.eval.coldstart import CONTENT_RETRIEVAL, ORACLE, POPULARITY, RANDOM
+    from trainer.eval.run import run_evaluation
+
+    config = synthetic.SyntheticConfig.preset("tiny", seed=7).with_new_items(30)
+    synthetic.prepare(tmp_path / "data", config)
+    result = run_evaluation(tmp_path / "data", settings, tmp_path / "report")
+    cold = result.cold_start
+    assert {CONTENT_RETRIEVAL, POPULARITY, RANDOM, ORACLE} <= set(cold)
+    assert 0 < result.context["new items (cold start)"] <= 30
+    # The planted structure is visible through content alone: well above random and category popularity.
+    assert cold[CONTENT_RETRIEVAL]["recall@10"] > max(cold[RANDOM]["recall@10"], cold[POPULARITY]["recall@10"])
+    assert cold[ORACLE]["recall@10"] >= cold[RANDOM]["recall@10"]
+    assert "New items (cold start" in (tmp_path / "report" / "report.md").read_text()

@@ -144,10 +144,15 @@ def ranker_scores(models: TrainedModels, task: EvalTask, rows: np.ndarray, candi
     ranker = models.ranker.cpu().eval()
     feats = task.features(rows, with_counts=True)
     items = models.items.to("cpu")  # zero-copy views of the numpy tables
+    idx = torch.as_tensor(candidates)
+    # An item without training events has an untrained id row: it is read as unknown (content only), as
+    # serving reads an item added after training.
+    learned = torch.as_tensor(models.items.popularity > 0)
+    features = items.features(idx)._replace(item_idx=torch.where(learned[idx], idx, torch.zeros_like(idx)))
     batch = RankerBatch(
         user=user_features(feats, torch.as_tensor(models.profiles)),
         user_dense=torch.as_tensor(feats.counts),
-        candidates=items.features(torch.as_tensor(candidates)),
+        candidates=features,
     )
     with torch.no_grad():
         return ranker(batch).numpy()

@@ -54,8 +54,12 @@ def write_report(
     results: dict[str, dict[str, float]],
     losses: dict[str, list[float]],
     notes: list[str],
+    sections: list[tuple[str, dict[str, Any], dict[str, dict[str, float]], list[str]]] | None = None,
 ) -> Path:
-    """Write report.md, metrics.json and the plots into ``out_dir``; returns the report path."""
+    """Write report.md, metrics.json and the plots into ``out_dir``; returns the report path.
+
+    ``sections``: further tables (title, context, results, notes), e.g. the cold-start evaluation.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot_metric(results, "recall", out_dir / "recall_at_k.png")
     _plot_metric(results, "ndcg", out_dir / "ndcg_at_k.png")
@@ -64,16 +68,26 @@ def write_report(
     columns = [f"{m}@{k}" for m in ("recall", "ndcg", "hr") for k in KS] + ["coverage@10", "auc"]
     lines = [f"# {title}", ""]
     lines += [f"- **{key}**: {value}" for key, value in context.items()]
-    lines += ["", "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for name, values in results.items():
-        cells = [f"{values[c]:.4f}" if c in values else "" for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _table(results, columns)
     lines += ["", "![Recall@K](recall_at_k.png)", "", "![NDCG@K](ndcg_at_k.png)", ""]
     if losses:
         lines += ["![training loss](training_loss.png)", ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    payload: dict[str, Any] = {"context": context, "results": results}
+    for title_, section_context, section_results, section_notes in sections or []:
+        lines += [f"## {title_}", ""] + [f"- **{key}**: {value}" for key, value in section_context.items()]
+        lines += _table(section_results, columns) + [""] + [f"- {n}" for n in section_notes] + [""]
+        payload.setdefault("sections", {})[title_] = {"context": section_context, "results": section_results}
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
-    (out_dir / "metrics.json").write_text(json.dumps({"context": context, "results": results}, indent=2) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def _table(results: dict[str, dict[str, float]], columns: list[str]) -> list[str]:
+    lines = ["", "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in results.items():
+        cells = [f"{values[c]:.4f}" if c in values else "" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from streamrec.features import EVENT_TYPES
 from trainer.data.common import ORACLE_FILE
 from trainer.data.loading import Dataset, load_dataset
 from trainer.embeddings.content import build_content_embeddings
 from trainer.eval.baselines import BPRConfig, popularity_scores, train_bpr
+from trainer.eval.coldstart import CONTENT_END_TO_END, CONTENT_RETRIEVAL, POPULARITY, cold_start_results, new_item_mask
 from trainer.eval.protocol import (
     EvalTask,
+    ScoreFn,
     build_task,
     end_to_end,
     evaluate_scorer,
@@ -35,6 +38,8 @@ class EvalResult:
     context: dict[str, Any]
     report: Path | None
     models: TrainedModels
+    #: metrics over the items first seen in the test period (empty when there are none)
+    cold_start: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def evaluate_models(models: TrainedModels, task: EvalTask, candidates: int) -> dict[str, dict[str, float]]:
@@ -48,15 +53,21 @@ def evaluate_models(models: TrainedModels, task: EvalTask, candidates: int) -> d
     return {"two-tower retrieval": retrieval, "two-tower + DLRM (end to end)": e2e}
 
 
-def oracle_metrics(dataset: Dataset, task: EvalTask) -> dict[str, float] | None:
-    """Metrics of the planted generator's own scores (synthetic datasets only)."""
+def oracle_scorer(dataset: Dataset, task: EvalTask) -> ScoreFn | None:
+    """The planted generator's own scores for the task's users (synthetic datasets only)."""
     path = dataset.root / ORACLE_FILE
     if not path.is_file():
         return None
     from trainer.data.synthetic import Oracle
 
     oracle = Oracle.load(path, dataset.users.user_ids, dataset.catalog.item_ids)
-    return metrics_of(task, evaluate_scorer(task, lambda rows: oracle.scores(task.users[rows])))
+    return lambda rows: oracle.scores(task.users[rows])
+
+
+def oracle_metrics(dataset: Dataset, task: EvalTask) -> dict[str, float] | None:
+    """Metrics of the planted generator's own scores (synthetic datasets only)."""
+    scorer = oracle_scorer(dataset, task)
+    return None if scorer is None else metrics_of(task, evaluate_scorer(task, scorer))
 
 
 def run_evaluation(
@@ -114,8 +125,37 @@ def run_evaluation(
         "training": models.summary(),
         "wall seconds": round(time.perf_counter() - began, 1),
     }
+    cold_results: dict[str, dict[str, float]] = {}
+    sections = []
+    new_items = new_item_mask(events, n_items, split.val_end_ms)
+    if new_items.any():
+        test_events = events.take(split.test_rows)
+        codes = [EVENT_TYPES.index(t) for t in dataset.positive_types]
+        cold = cold_start_results(
+            models,
+            task,
+            new_items,
+            test_events,
+            codes,
+            train,
+            dataset.catalog.category_idx,
+            settings.retrieval_candidates,
+            oracle_for=lambda cold_task: oracle_scorer(dataset, cold_task),
+            seed=settings.seed,
+        )
+        if cold is not None:
+            cold_results, cold_context = cold
+            pop_recall = max(cold_results[POPULARITY]["recall@10"], 1e-12)
+            cold_notes = []
+            for name in (CONTENT_RETRIEVAL, CONTENT_END_TO_END):
+                lift = cold_results[name]["recall@10"] / pop_recall
+                cold_notes.append(f"new items: {name} Recall@10 / popularity Recall@10 = {lift:.2f} (target >= 2)")
+            sections.append(("New items (cold start, content only)", cold_context, cold_results, cold_notes))
+            context["new items (cold start)"] = cold_context["new items (first event in the test period)"]
     losses = {s.stage: s.epoch_losses for s in models.stats}
     report = None
     if out_dir is not None:
-        report = write_report(out_dir, f"Offline evaluation: {dataset.name}", context, results, losses, notes)
-    return EvalResult(results=results, context=context, report=report, models=models)
+        report = write_report(
+            out_dir, f"Offline evaluation: {dataset.name}", context, results, losses, notes, sections=sections
+        )
+    return EvalResult(results=results, context=context, report=report, models=models, cold_start=cold_results)
