@@ -20,7 +20,13 @@ log = logging.getLogger(__name__)
 
 
 def _topics(streams: StreamsSettings, kafka: KafkaSettings) -> int:
-    """Partitions of the interactions topic; creates the DLQ and recommendations topics when missing."""
+    """Partitions of the interactions topic; creates the DLQ, recommendations and by-item topics when missing.
+
+    The by-item topic is internal (Faust would create it too), but Faust creates it while its consumer
+    subscribes: a subscription that races the new topic's metadata ignores it, and the items agent gets no
+    partitions until the next metadata refresh (minutes). Created here, co-partitioned with the source, it
+    exists before Faust starts.
+    """
     have = existing_topics(kafka)
     source = streams.interactions(kafka)
     if source not in have:
@@ -30,6 +36,7 @@ def _topics(streams: StreamsSettings, kafka: KafkaSettings) -> int:
         [
             TopicSpec(streams.dlq(kafka), kafka.dlq_partitions),
             TopicSpec(streams.recommendations(kafka), kafka.recommendations_partitions),
+            TopicSpec(streams.by_item, have[source]),
         ],
     )
     return have[source]
