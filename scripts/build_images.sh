@@ -48,6 +48,7 @@ for name in $images; do
   if [ "$name" = streamrec-triton ]; then
     args+=(--build-arg "MODELS_IMAGE=containers-storage:localhost/streamrec-trainer:$version")
   fi
+  previous=$(buildah images --noheading --format '{{.ID}}' "localhost/$name:$version" 2>/dev/null || true)
   started=$(date +%s)
   echo "building localhost/$name:$version (log: build/images/$name.log)"
   if ! buildah bud --isolation chroot --layers -v /etc/ssl/certs:/etc/ssl/certs:ro -v "$pip_cache:/root/.cache/pip" \
@@ -58,8 +59,13 @@ for name in $images; do
     exit 1
   fi
   seconds=$(($(date +%s) - started))
+  # The image this build replaced holds a multi-GB layer of its own (the venv copied into the final stage).
+  current=$(buildah images --noheading --format '{{.ID}}' "localhost/$name:$version")
+  if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+    buildah rmi "$previous" >/dev/null 2>&1 || true
+  fi
   size=$(buildah images --noheading --format '{{.Size}}' "localhost/$name:$version")
   printf '%s\t%s\t%s\n' "$name" "$seconds" "$size" >>"$report"
   echo "built localhost/$name:$version in ${seconds}s ($size)"
 done
-# Intermediate layers stay (unnamed): they are the cache of the next build.
+# The intermediate layers of this build stay (unnamed): they are the cache of the next one.
