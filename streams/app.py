@@ -24,6 +24,8 @@ from streams.state import dump_item, dump_user, load_item, load_user
 if TYPE_CHECKING:
     from faust.types import AppT, TopicT
 
+#: The state tables (their changelog topics are ``<app_id>-<name>-changelog``).
+TABLE_NAMES = ("users", "items")
 USER_CODEC = "streamrec_user_state"
 ITEM_CODEC = "streamrec_item_state"
 

@@ -10,7 +10,7 @@ from streamrec.client.admin import TopicSpec, ensure_topics, existing_topics
 from streamrec.errors import ConfigError, StoreUnavailableError
 from streamrec.features import FEAST_ITEM_PUSH_SOURCE, FEAST_USER_PUSH_SOURCE
 from streamrec.settings import BloomSettings, FeastSettings, KafkaSettings, PathsSettings, RedisSettings
-from streams.app import create_app
+from streams.app import TABLE_NAMES, create_app
 from streams.catalog import Catalog
 from streams.faust_compat import check_faust_version
 from streams.interfaces import WorkerConfig
@@ -19,13 +19,23 @@ from streams.settings import StreamsSettings
 log = logging.getLogger(__name__)
 
 
+#: What Faust gives a table's changelog topic: compacted (the latest value per key is the state).
+CHANGELOG_CONFIG = (("cleanup.policy", "compact"),)
+
+
+def changelog_topics(streams: StreamsSettings) -> list[str]:
+    """Faust's names for the changelog topics of the worker's tables (``<app_id>-<table>-changelog``)."""
+    return [f"{streams.app_id}-{table}-changelog" for table in TABLE_NAMES]
+
+
 def _topics(streams: StreamsSettings, kafka: KafkaSettings) -> int:
     """Partitions of the interactions topic; creates the DLQ, recommendations and by-item topics when missing.
 
-    The by-item topic is internal (Faust would create it too), but Faust creates it while its consumer
-    subscribes: a subscription that races the new topic's metadata ignores it, and the items agent gets no
-    partitions until the next metadata refresh (minutes). Created here, co-partitioned with the source, it
-    exists before Faust starts.
+    The by-item topic and the tables' changelogs are internal (Faust would create them too), but Faust
+    creates them while its consumer subscribes: on a loaded broker a subscription racing a new topic's
+    metadata ignores it (the items agent gets no partitions until the next metadata refresh, minutes) or
+    sees a changelog with 0 partitions (``PartitionsMismatch``, the worker stops). Created here, co-partitioned
+    with the source (changelogs compacted, as Faust makes them), they exist before Faust starts.
     """
     have = existing_topics(kafka)
     source = streams.interactions(kafka)
@@ -37,6 +47,7 @@ def _topics(streams: StreamsSettings, kafka: KafkaSettings) -> int:
             TopicSpec(streams.dlq(kafka), kafka.dlq_partitions),
             TopicSpec(streams.recommendations(kafka), kafka.recommendations_partitions),
             TopicSpec(streams.by_item, have[source]),
+            *(TopicSpec(name, have[source], CHANGELOG_CONFIG) for name in changelog_topics(streams)),
         ],
     )
     return have[source]

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from streamrec.settings import BloomSettings, KafkaSettings, RedisSettings
-from streams.app import ITEM_CODEC, USER_CODEC, create_app
+from streams.app import ITEM_CODEC, TABLE_NAMES, USER_CODEC, create_app
 from streams.catalog import Catalog
 from streams.interfaces import WorkerConfig
 from streams.settings import StreamsSettings
+from streams.worker import CHANGELOG_CONFIG, changelog_topics
 
 
 def test_create_app_wires_both_agents_tables_and_pages_and_defers_the_runtime(tmp_path: Path) -> None:
@@ -24,6 +25,10 @@ def test_create_app_wires_both_agents_tables_and_pages_and_defers_the_runtime(tm
         assert (changelog.get_topic_name(), changelog.value_serializer) == (f"wiring-test-{name}-changelog", codec)
         assert changelog.partitions == 3
     assert runtime.interactions is None and runtime.items is None, "processors are built on the event loop"
+    # The worker creates these before Faust starts (streams.worker): same names, compacted like Faust's own.
+    assert changelog_topics(streams) == [app.tables[n].changelog_topic.get_topic_name() for n in TABLE_NAMES]
+    assert all(app.tables[n].changelog_topic.compacting for n in TABLE_NAMES)
+    assert dict(CHANGELOG_CONFIG) == {"cleanup.policy": "compact"}
 
 
 def test_the_web_server_binds_loopback_and_serves_debug_views_only_when_enabled(tmp_path: Path) -> None:
