@@ -7,9 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from serving.api.settings import UiSettings
 from serving.settings import ApiSettings, ServingSettings
 from streamrec.cli.plugins import CommandHandler, PluginRegistry
 from streamrec.errors import ConfigError
+from streamrec.security import refuse_placeholder_secrets
+from streamrec.settings import KafkaSettings, RedisSettings
 
 
 def _progress(message: str) -> None:
@@ -112,6 +115,7 @@ def _api_setup(parser: argparse.ArgumentParser) -> CommandHandler:
         from serving.api.app import create_app
 
         settings = ApiSettings.load()
+        refuse_placeholder_secrets(settings, KafkaSettings.load(), RedisSettings.load())
         if not settings.auth_disabled and not settings.api_keys:
             raise ConfigError(
                 "no API keys configured; set STREAMREC_API_API_KEYS='[\"key\"]' or STREAMREC_API_AUTH_DISABLED=true",
@@ -124,6 +128,8 @@ def _api_setup(parser: argparse.ArgumentParser) -> CommandHandler:
             port=args.port or settings.port,
             log_level=settings.log_level,
             access_log=False,
+            # Open page streams (SSE) never end by themselves: without a bound, stopping the API waits forever.
+            timeout_graceful_shutdown=5,
         )
         return 0
 
@@ -133,5 +139,6 @@ def _api_setup(parser: argparse.ArgumentParser) -> CommandHandler:
 def register(registry: PluginRegistry) -> None:
     registry.add_settings(ServingSettings)
     registry.add_settings(ApiSettings)
+    registry.add_settings(UiSettings)
     registry.add_command("serve", "Triton model repository of the recommendation pipeline", _serve_setup)
     registry.add_command("api", "run the recommendation HTTP API (uvicorn)", _api_setup)

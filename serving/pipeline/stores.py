@@ -17,7 +17,7 @@ from streamrec import feast_config
 from streamrec.bloom.base import BloomBackend
 from streamrec.bloom.store import choose_backend, module_names
 from streamrec.errors import StoreUnavailableError
-from streamrec.settings import BloomSettings, RedisSettings
+from streamrec.settings import BloomSettings, RedisSettings, mask_url
 
 T = TypeVar("T")
 
@@ -142,7 +142,7 @@ class BloomChecker:
                 modules = module_names(client.execute_command("MODULE", "LIST"))
             except redis.RedisError as exc:
                 client.close()
-                raise StoreUnavailableError(f"Redis at {self.redis_url} unreachable: {exc}") from None
+                raise StoreUnavailableError(f"Redis at {mask_url(self.redis_url)} unreachable: {exc}") from None
             self._client, self._backend = client, choose_backend(self.bloom, modules)
         return self._client, self._backend
 
@@ -176,4 +176,4 @@ class BloomChecker:
         try:
             client.ping()
         except Exception as exc:
-            raise StoreUnavailableError(f"Redis at {self.redis_url} unreachable: {exc}") from None
+            raise StoreUnavailableError(f"Redis at {mask_url(self.redis_url)} unreachable: {exc}") from None
