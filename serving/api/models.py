@@ -9,11 +9,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
 
-from streamrec.schemas.events import ID_PATTERN, Device, Timestamp
+from streamrec.schemas.events import ID_PATTERN, Device, InteractionEvent, Timestamp
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's ``integer`` includes ``62.0``: an integral float is that integer; a bool or string is not."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
 
 EntityId = Annotated[str, StringConstraints(strict=True, pattern=ID_PATTERN)]
 CategoryName = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
@@ -68,11 +85,14 @@ class RecommendationRequest(_Strict):
     device: Device = Field(Device.UNKNOWN, description="Device class of the client.")
     timestamp: Timestamp | None = Field(None, description="Request time (RFC 3339 or epoch ms); default now.")
     filters: Filters = Field(default_factory=Filters)
-    diversity: float | None = Field(None, ge=0, le=1, description="MMR diversity weight (0 = pure relevance).")
+    diversity: StrictFloat | None = Field(None, ge=0, le=1, description="MMR diversity weight (0 = pure relevance).")
     max_per_category: StrictInt | None = Field(None, ge=0, le=100, description="At most this many per category.")
-    temperature: float | None = Field(None, ge=0, le=10, description="Softmax sampling temperature (0 = top-K).")
+    temperature: StrictFloat | None = Field(None, ge=0, le=10, description="Softmax sampling temperature (0 = top-K).")
     seed: StrictInt | None = Field(None, ge=0, le=2**31 - 1, description="Sampling seed.")
     timings: StrictBool = Field(False, description="Include per-stage timings (ms).")
+
+    # An integer in a JSON body: ``3`` or ``3.0``, never ``"3"`` or ``true``.
+    _integral_k = field_validator("k", "max_per_category", "seed", "timestamp", mode="before")(_integral)
 
 
 def apply_limits(req: RecommendationRequest, limits: Limits) -> int:
@@ -116,6 +136,19 @@ class ErrorResponse(BaseModel):
     field: str
     reason: str
     errors: list[FieldError] = Field(default_factory=list)
+
+
+#: Where the OpenAPI document keeps its schemas (``$ref`` targets).
+COMPONENTS = "#/components/schemas/"
+
+
+def component_ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"{COMPONENTS}{model.__name__}"}
+
+
+#: Bodies a route validates itself (to name the failing field its own way) rather than through FastAPI: the
+#: app factory puts their schemas into the OpenAPI components.
+HAND_VALIDATED_BODIES: list[type[BaseModel]] = [InteractionEvent]
 
 
 class Readiness(BaseModel):

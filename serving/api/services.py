@@ -16,8 +16,9 @@ from streamrec.schemas.events import InteractionEvent
 
 if TYPE_CHECKING:
     from serving.api.catalog import Catalog
+    from serving.api.delivery import KafkaDelivery
     from serving.api.live import FeedFactory
-    from serving.api.settings import UiSettings
+    from serving.api.settings import ApiGuardSettings, UiSettings
     from streamrec.pipeline_client import RecommendRequest
     from streamrec.settings import FeastSettings, KafkaSettings, PathsSettings
 
@@ -26,12 +27,14 @@ Check = Callable[[], Awaitable[None]]
 
 @dataclass
 class Services:
-    """``recommend`` and ``checks`` are async; ``send_event`` queues one event for Kafka; ``catalog`` loads the
+    """``recommend`` and ``checks`` are async; ``send_event`` writes one event to Kafka and, when it returns an
+    awaitable, that resolves once the broker acknowledged (raising :class:`serving.api.delivery.DeliveryFailed`
+    or :class:`serving.api.delivery.QueueFull`); ``catalog`` loads the
     item details the page shows (blocking, called once in a thread); ``live_feed`` opens a consumer of the
     recommendations topic (none: no live stream)."""
 
     recommend: Callable[[RecommendRequest], Awaitable[RecommendResult]]
-    send_event: Callable[[InteractionEvent], None]
+    send_event: Callable[[InteractionEvent], Awaitable[None] | None]
     checks: dict[str, Check] = field(default_factory=dict)
     close: Callable[[], Awaitable[None]] | None = None
     catalog: Callable[[], Catalog] | None = None
@@ -58,11 +61,22 @@ class Metrics:
         self.requests.labels(endpoint, str(status)).inc()
 
 
+def event_sender(delivery: Callable[[], KafkaDelivery], topic: str) -> Callable[[InteractionEvent], Awaitable[None]]:
+    """``send_event`` over a :class:`KafkaDelivery` (``delivery()`` gives it; keyed by user, event time)."""
+    from serving.api.delivery import Record
+
+    async def send_event(event: InteractionEvent) -> None:
+        await delivery().deliver([Record(topic, event.user_id.encode(), event.to_json_bytes(), event.epoch_ms)])
+
+    return send_event
+
+
 def default_services(
     feast_settings: FeastSettings,
     kafka: KafkaSettings | None = None,
     paths: PathsSettings | None = None,
     ui: UiSettings | None = None,
+    guard: ApiGuardSettings | None = None,
 ) -> Services:
     """The real clients: Triton over gRPC (aio), Kafka producer and live consumer, Redis and Feast readiness,
     the catalog. Settings not given are read from the environment."""
@@ -70,10 +84,10 @@ def default_services(
     import redis.asyncio as aioredis
 
     from serving.api.catalog import Catalog
+    from serving.api.delivery import KafkaDelivery
     from serving.api.live import kafka_feed_factory
-    from serving.api.settings import UiSettings
+    from serving.api.settings import ApiGuardSettings, UiSettings
     from serving.pipeline.stores import FeastUserFeatures
-    from streamrec.client.producer import InteractionProducer
     from streamrec.features import USER_COUNT_FEATURES
     from streamrec.pipeline_client import AsyncPipelineClient
     from streamrec.settings import KafkaSettings, PathsSettings, RedisSettings
@@ -81,6 +95,7 @@ def default_services(
     kafka = kafka or KafkaSettings.load()
     paths = paths or PathsSettings.load()
     ui = ui or UiSettings.load()
+    guard = guard or ApiGuardSettings.load()
     client = AsyncPipelineClient(export_root=paths.export_root)
     redis_settings = RedisSettings.load()
     redis_client = aioredis.Redis.from_url(redis_settings.effective_url, socket_timeout=1.0, socket_connect_timeout=1.0)
@@ -93,12 +108,14 @@ def default_services(
         project=feast_settings.project,
         registry=feast_settings.registry,
     )
-    producer: list[InteractionProducer] = []
+    producer: list[KafkaDelivery] = []
 
-    def send_event(event: InteractionEvent) -> None:
-        if not producer:
-            producer.append(InteractionProducer(kafka))
-        producer[0].send(event)
+    def delivery() -> KafkaDelivery:
+        if not producer:  # created on first use: an API that only recommends never connects to Kafka
+            producer.append(KafkaDelivery.from_settings(kafka, guard.delivery_timeout_s, guard.retry_after_s))
+        return producer[0]
+
+    send_event = event_sender(delivery, kafka.interactions_topic)
 
     async def triton() -> None:
         if not await client.ready():

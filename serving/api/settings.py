@@ -43,3 +43,23 @@ class UiSettings(ComponentSettings):
     assignment_timeout_s: float = Field(
         15.0, gt=0, description="Kafka counts as unavailable when no partition is assigned within this."
     )
+
+
+class ApiGuardSettings(ComponentSettings):
+    """Per-key request rate and Kafka acknowledgement bounds of the HTTP API (``STREAMREC_API_GUARD_``)."""
+
+    section: ClassVar[str] = "api_guard"
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_API_GUARD_")
+
+    rate_per_s: float = Field(
+        200.0, gt=0, description="Sustained requests per second one API key may make (per API process)."
+    )
+    burst: int = Field(400, ge=1, description="Requests one key may make at once before the rate applies.")
+    rate_limit_disabled: bool = Field(False, description="No per-key rate limit (benchmarks, trusted callers).")
+    max_tracked_keys: int = Field(
+        10_000, ge=1, description="Keys whose bucket is kept in memory; the least recently used is dropped first."
+    )
+    delivery_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A Kafka write not acknowledged within this is answered 503."
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After of a 503 for a full producer queue.")

@@ -3,6 +3,7 @@ Triton-down fallback through the real gRPC client."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +22,10 @@ from streamrec.pipeline_client import (
     RecommendResult,
 )
 from streamrec.schemas.events import InteractionEvent
+from streamrec.security import hash_api_key
 from streamrec.settings import TritonSettings
 
-KEY = "test-key-123"
+KEY = "test-key-123-0123456789abcdef"
 AUTH = {"X-API-Key": KEY}
 
 
@@ -54,7 +56,7 @@ def fake() -> FakePipeline:
 
 @pytest.fixture
 def client(fake: FakePipeline) -> Iterator[TestClient]:
-    app = create_app(ApiSettings(api_keys=[SecretStr(KEY)]), ServingSettings(), fake.services)
+    app = create_app(ApiSettings(api_keys=[SecretStr(hash_api_key(KEY))]), ServingSettings(), fake.services)
     with TestClient(app) as test_client:
         yield test_client
 
@@ -115,6 +117,14 @@ BAD_GETS = [
     ({"exclude_ids": "ok,bad id"}, "filters.exclude_ids.1"),
     ({"include_categories": "a,,b"}, "filters.include_categories.1"),
     ({"seed": "-1"}, "seed"),
+    # str.isdigit() accepts these, int() does not: each was a 500.
+    ({"k": "\u00b2"}, "k"),
+    ({"k": "--5"}, "k"),
+    ({"k": "9" * 5000}, "k"),
+    ({"seed": "\u00b2"}, "seed"),
+    ({"max_per_category": "1" * 30}, "max_per_category"),
+    ({"timestamp": "\u00b3"}, "timestamp"),
+    ({"timestamp": "1" * 5000}, "timestamp"),
 ]
 
 
@@ -143,8 +153,11 @@ BAD_POSTS: list[tuple[Any, str, int]] = [
     ({"filters": {"colour": ["red"]}}, "filters.colour", 422),
     ({"unexpected": 1}, "unexpected", 422),
     ({"max_per_category": 1.5}, "max_per_category", 422),
+    ({"k": 1e300}, "k", 422),
     ({"timings": "yes"}, "timings", 422),
     ("[not json", "<body>", 400),
+    ("[" * 5000, "<body>", 400),  # FastAPI's own parse error, in the ErrorResponse shape
+    ('{"k": ' + "9" * 5000 + "}", "<body>", 400),
 ]
 
 
@@ -165,7 +178,7 @@ def test_bad_post_requests_name_the_field(
 
 def test_limits_come_from_the_settings(fake: FakePipeline) -> None:
     serving = ServingSettings(default_k=4, max_k=20)
-    app = create_app(ApiSettings(api_keys=[SecretStr(KEY)], max_exclude_ids=2), serving, fake.services)
+    app = create_app(ApiSettings(api_keys=[SecretStr(hash_api_key(KEY))], max_exclude_ids=2), serving, fake.services)
     with TestClient(app) as api:
         assert len(api.get("/v1/recommendations", headers=AUTH).json()["items"]) == 4
         assert fake.requests[-1].k == 4
@@ -209,8 +222,71 @@ def test_events_are_accepted_and_produced(client: TestClient, fake: FakePipeline
     assert garbage.status_code == 400 and garbage.json()["field"] == "<payload>"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    ["[" * 5000, '{"event_id": ' + "7" * 5000 + "}", '{"a": "\\ud800"}' + "\u00ff"],
+    ids=["nested", "digits", "bad"],
+)
+def test_events_body_that_json_cannot_parse_is_a_400(client: TestClient, fake: FakePipeline, raw: str) -> None:
+    response = client.post("/v1/events", content=raw.encode(), headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "<payload>" and response.json()["reason"].startswith("not valid JSON")
+    assert fake.events == []
+
+
+def test_unknown_paths_and_methods_answer_in_the_error_shape(client: TestClient) -> None:
+    missing = client.get("/v1/nothing-here", headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found" and missing.json()["field"]
+    wrong = client.delete("/v1/recommendations", headers=AUTH)
+    assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
+    assert "detail" not in wrong.json()
+
+
+def chunked(payload: bytes, size: int = 4096) -> Iterator[bytes]:
+    for start in range(0, len(payload), size):
+        yield payload[start : start + size]
+
+
+def test_chunked_body_over_the_limit_is_refused_before_processing(fake: FakePipeline) -> None:
+    app = create_app(
+        ApiSettings(api_keys=[SecretStr(hash_api_key(KEY))], max_body_bytes=65_536), ServingSettings(), fake.services
+    )
+    big = b'{"filters": {"exclude_ids": [' + b",".join(b'"x"' for _ in range(75_000)) + b"]}}"  # ~300 KB
+    with TestClient(app) as api:
+        response = api.post(
+            "/v1/recommendations", content=chunked(big), headers={**AUTH, "Content-Type": "application/json"}
+        )
+        assert response.status_code == 413, response.text
+        assert response.json()["field"] == "<body>" and "65536" in response.json()["reason"]
+        events = api.post("/v1/events", content=chunked(big), headers={**AUTH, "Content-Type": "application/json"})
+        assert events.status_code == 413
+        small = json.dumps({"k": 2}).encode()
+        ok = api.post(
+            "/v1/recommendations", content=chunked(small, 3), headers={**AUTH, "Content-Type": "application/json"}
+        )
+        assert ok.status_code == 200, ok.text
+        text = api.get("/metrics").text
+    assert fake.requests and fake.requests[-1].k == 2 and len(fake.requests) == 1
+    assert 'streamrec_api_requests_total{endpoint="/v1/recommendations",status="413"} 1.0' in text
+
+
+def test_metric_labels_never_carry_the_raw_path(fake: FakePipeline) -> None:
+    app = create_app(
+        ApiSettings(api_keys=[SecretStr(hash_api_key(KEY))], max_body_bytes=1024), ServingSettings(), fake.services
+    )
+    with TestClient(app) as api:
+        for i in range(3):
+            api.post(f"/v1/random-{i}", content=b"x" * 2000, headers=AUTH)
+            api.get(f"/v1/other-{i}", headers=AUTH)
+        text = api.get("/metrics").text
+    assert "random-" not in text and "other-" not in text
+    assert 'endpoint="<unmatched>",status="413"} 3.0' in text
+
+
 def test_body_size_limit(fake: FakePipeline) -> None:
-    app = create_app(ApiSettings(api_keys=[SecretStr(KEY)], max_body_bytes=1024), ServingSettings(), fake.services)
+    app = create_app(
+        ApiSettings(api_keys=[SecretStr(hash_api_key(KEY))], max_body_bytes=1024), ServingSettings(), fake.services
+    )
     with TestClient(app) as small:
         response = small.post("/v1/events", json=[event() for _ in range(20)], headers=AUTH)
     assert response.status_code == 413 and response.json()["field"] == "<body>"

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / ".streamrec" / "test-artifacts" / "ui"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-KEY = "browser-test-key"
+KEY = "browser-test-key-0123456789abcdef"
 WAIT_S = 90
 
 
@@ -106,6 +106,7 @@ def page_url(
     from serving.api.app import create_app
     from serving.api.settings import UiSettings
     from serving.settings import ApiSettings, ServingSettings
+    from streamrec.security import hash_api_key
 
     catalog = data_root / "items.parquet"
     worker = worker_factory(
@@ -122,7 +123,7 @@ def page_url(
     monkeypatch.setenv("STREAMREC_KAFKA_INTERACTIONS_TOPIC", worker.topics["interactions"])
     monkeypatch.setenv("STREAMREC_KAFKA_RECOMMENDATIONS_TOPIC", worker.topics["recommendations"])
     app = create_app(
-        ApiSettings(api_keys=[SecretStr(KEY)]),
+        ApiSettings(api_keys=[SecretStr(hash_api_key(KEY))]),
         ServingSettings(),
         feast=served,
         ui_settings=UiSettings(catalog_path=catalog),

@@ -19,9 +19,10 @@ from serving.api.live import LiveUpdate, Subscription
 from serving.api.settings import UiSettings
 from serving.settings import ApiSettings, ServingSettings
 from streamrec.pipeline_client import RecommendRequest, RecommendResult
+from streamrec.security import hash_api_key
 from tests.ui.conftest import FakeTopic, SseReader, message, serve
 
-KEY = "stream-key"
+KEY = "stream-key-0123456789abcdef"
 AUTH = {"X-API-Key": KEY}
 STREAM = "/v1/recommendations/stream"
 
@@ -40,7 +41,9 @@ def make_app(topic: FakeTopic | None, catalog: Catalog | None = None, **ui: Any)
         )
 
     settings = UiSettings(**{"keepalive_s": 0.2, "idle_close_s": 0.3, **ui})
-    return create_app(ApiSettings(api_keys=[SecretStr(KEY)]), ServingSettings(), services, ui_settings=settings)
+    return create_app(
+        ApiSettings(api_keys=[SecretStr(hash_api_key(KEY))]), ServingSettings(), services, ui_settings=settings
+    )
 
 
 @pytest.fixture

@@ -16,9 +16,10 @@ from serving.api.settings import UiSettings
 from serving.settings import ApiSettings, ServingSettings
 from streamrec.client.admin import admin_client
 from streamrec.pipeline_client import RecommendRequest, RecommendResult
+from streamrec.security import hash_api_key
 from tests.ui.conftest import SseReader, message, serve
 
-KEY = "kafka-stream-key"
+KEY = "kafka-stream-key-0123456789abcdef"
 AUTH = {"X-API-Key": KEY}
 
 pytestmark = pytest.mark.slow
@@ -60,7 +61,7 @@ def test_pushed_list_reaches_the_stream_and_the_group_is_left_empty(
         return Services(_recommend, lambda e: None, live_feed=factory)
 
     ui = UiSettings(idle_close_s=0.5, keepalive_s=1.0)
-    app = create_app(ApiSettings(api_keys=[SecretStr(KEY)]), ServingSettings(), services, ui_settings=ui)
+    app = create_app(ApiSettings(api_keys=[SecretStr(hash_api_key(KEY))]), ServingSettings(), services, ui_settings=ui)
     producer = Producer(kafka.client_config())
     with serve(app) as url:
         readers = [SseReader(f"{url}/v1/recommendations/stream?user_id={u}", AUTH).open() for u in ("ann", "ben")]

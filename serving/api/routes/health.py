@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.api.dependencies import ApiContext, get_context, get_services
@@ -23,7 +23,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=Readiness, summary="Readiness: Triton, Redis and Feast reachable")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="Readiness: Triton, Redis and Feast reachable",
+    responses={503: {"model": Readiness, "description": "A dependency is unreachable; `checks` says which."}},
+)
 async def readyz(services: Services = Depends(get_services)) -> JSONResponse:
     checks: dict[str, str] = {}
     for name, check in services.checks.items():
@@ -36,6 +41,11 @@ async def readyz(services: Services = Depends(get_services)) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Text format."}},
+)
 async def prometheus(context: ApiContext = Depends(get_context)) -> Response:
     return Response(generate_latest(context.metrics.registry), media_type=CONTENT_TYPE_LATEST)

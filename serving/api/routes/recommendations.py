@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from serving.api.dependencies import ApiContext, get_context, get_services, require_key
 from serving.api.errors import ERRORS, ApiError, validation_errors
 from serving.api.models import (
+    K_BOUND,
     LimitError,
     RecommendationRequest,
     RecommendationResponse,
@@ -20,6 +22,7 @@ from serving.api.models import (
 )
 from serving.api.services import Services
 from streamrec.pipeline_client import RecommendOptions, RecommendRequest, RecommendResult
+from streamrec.schemas.events import ID_PATTERN, Device
 
 ENDPOINT = "/v1/recommendations"
 QUERY_FIELDS = {
@@ -27,7 +30,53 @@ QUERY_FIELDS = {
     "diversity", "max_per_category", "temperature", "seed", "timings",
 }  # fmt: skip
 
+_ID = ID_PATTERN.strip("^$")
+# An empty value is an empty list.
+_ID_LIST = f"^({_ID}(,{_ID})*)?$"
+_CATEGORY_LIST = "^([^,]{1,128}(,[^,]{1,128}){0,99})?$"
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+#: The GET route reads its query itself (to name the failing field its way); these document it.
+QUERY_PARAMETERS = [
+    _query("user_id", {"type": "string", "pattern": ID_PATTERN}, "Who the recommendations are for."),
+    _query("k", {"type": "integer", "minimum": 1, "maximum": K_BOUND}, "How many items."),
+    _query("device", {"type": "string", "enum": [d.value for d in Device]}, "Device class of the client."),
+    _query(
+        "timestamp",
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "integer", "minimum": 100_000_000_000, "exclusiveMaximum": 4_102_444_800_000},
+            ]
+        },
+        "Request time: RFC 3339 with an offset, or epoch milliseconds.",
+    ),
+    _query("include_categories", {"type": "string", "pattern": _CATEGORY_LIST}, "Comma-separated categories."),
+    _query("exclude_categories", {"type": "string", "pattern": _CATEGORY_LIST}, "Comma-separated categories."),
+    _query("exclude_ids", {"type": "string", "pattern": _ID_LIST}, "Comma-separated item ids."),
+    _query("diversity", {"type": "number", "minimum": 0, "maximum": 1}, "MMR diversity weight."),
+    _query("max_per_category", {"type": "integer", "minimum": 0, "maximum": 100}, "At most this many per category."),
+    _query("temperature", {"type": "number", "minimum": 0, "maximum": 10}, "Softmax sampling temperature."),
+    _query("seed", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}, "Sampling seed."),
+    _query("timings", {"type": "boolean"}, "Include per-stage timings (ms)."),
+]
+
 router = APIRouter(tags=["recommendations"], dependencies=[Depends(require_key)], responses=ERRORS)
+
+
+#: An ASCII integer short enough to convert cheaply (``str.isdigit`` accepts "²", and ``int()`` refuses
+#: thousands of digits): anything else is refused here, naming the field, before any conversion.
+_ASCII_INT = re.compile(r"-?[0-9]{1,19}")
+
+
+def _integer(key: str, raw: str) -> int:
+    if not _ASCII_INT.fullmatch(raw):
+        raise ApiError(422, key, "must be an integer (ASCII digits, at most 19)")
+    return int(raw)
 
 
 def query_to_body(params: Any) -> dict[str, Any]:
@@ -45,9 +94,9 @@ def query_to_body(params: Any) -> dict[str, Any]:
         if key in ("include_categories", "exclude_categories", "exclude_ids"):
             filters[key] = [v for v in raw.split(",")] if raw else []
         elif key in ("k", "max_per_category", "seed"):
-            body[key] = int(raw) if raw.lstrip("-").isdigit() else raw
+            body[key] = _integer(key, raw)
         elif key == "timestamp":
-            body[key] = int(raw) if raw.isdigit() else raw
+            body[key] = _integer(key, raw) if _ASCII_INT.fullmatch(raw) else raw  # else RFC 3339, checked by the model
         elif key in ("diversity", "temperature"):
             try:
                 body[key] = float(raw)
@@ -116,6 +165,7 @@ async def recommend(req: RecommendationRequest, context: ApiContext, services: S
     ENDPOINT,
     response_model=RecommendationResponse,
     summary="Recommendations (query parameters; lists comma-separated)",
+    openapi_extra={"parameters": QUERY_PARAMETERS},
 )
 async def get_recommendations(
     request: Request, context: ApiContext = Depends(get_context), services: Services = Depends(get_services)

@@ -7,12 +7,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from serving.api.dependencies import ApiContext, get_context, require_key
 from serving.api.errors import ERRORS, ApiError
+from serving.api.models import ErrorResponse
 from streamrec.schemas.events import ID_PATTERN, Device, EventType
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -20,6 +21,17 @@ MAX_ITEMS_PER_CALL = 200
 
 page = APIRouter(include_in_schema=False)
 data = APIRouter(tags=["web page"], dependencies=[Depends(require_key)], responses=ERRORS)
+
+
+def only_query(*allowed: str) -> Any:
+    """A dependency refusing query parameters other than ``allowed`` (FastAPI ignores unknown ones)."""
+
+    async def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params.keys()) - set(allowed))
+        if unknown:
+            raise ApiError(422, unknown[0], "unknown query parameter")
+
+    return Depends(check)
 
 
 def static_files() -> StaticFiles:
@@ -52,13 +64,21 @@ async def ui_config(context: ApiContext = Depends(get_context)) -> dict[str, Any
     }
 
 
-@data.get("/v1/users/known", summary="A few users of the live model export (for pickers and demos)")
+@data.get(
+    "/v1/users/known",
+    summary="A few users of the live model export (for pickers and demos)",
+    dependencies=[only_query()],
+)
 async def known_users(context: ApiContext = Depends(get_context)) -> dict[str, Any]:
     catalog = await context.catalog()
     return {"users": catalog.known_users, "model_version": catalog.model_version, "catalog": catalog.source}
 
 
-@data.get("/v1/items", summary="Title, category, price and whether an image exists, for the given item ids")
+@data.get(
+    "/v1/items",
+    summary="Title, category, price and whether an image exists, for the given item ids",
+    dependencies=[only_query("ids")],
+)
 async def items(
     ids: Annotated[str, Query(description="Comma-separated item ids.", min_length=1)],
     context: ApiContext = Depends(get_context),
@@ -70,7 +90,16 @@ async def items(
     return {"items": [asdict(info) for info in catalog.describe(wanted)]}
 
 
-@data.get("/v1/items/image", summary="The item's catalog image (PNG)", response_class=Response)
+@data.get(
+    "/v1/items/image",
+    summary="The item's catalog image (PNG)",
+    response_class=Response,
+    dependencies=[only_query("item_id")],
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}, "description": "PNG."},
+        404: {"model": ErrorResponse, "description": "The catalog has no image for this item."},
+    },
+)
 async def item_image(
     item_id: Annotated[str, Query(pattern=ID_PATTERN)], context: ApiContext = Depends(get_context)
 ) -> Response:
