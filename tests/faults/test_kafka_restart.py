@@ -148,12 +148,13 @@ def test_broker_restart_mid_stream_the_producer_and_worker_lose_and_double_nothi
 
 @pytest.mark.slow
 @pytest.mark.timeout(200)
+# Not strict: the crash depends on whether a roll's commit falls in the outage; it was seen in 1 of 3 runs.
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     raises=AssertionError,
-    reason="the archiver exits 1 when the broker restarts mid-stream: Archiver.roll -> InteractionConsumer.commit "
-    "(streamrec/client/validating.py) raises cimpl.KafkaException KafkaError{code=_WAIT_COORD,val=-180,"
-    'str="Commit failed: Local: Waiting for coordinator"}, uncaught',
+    reason="intermittent: the archiver can exit 1 when the broker restarts mid-stream: Archiver.roll -> "
+    "InteractionConsumer.commit (streamrec/client/validating.py) raises cimpl.KafkaException "
+    'KafkaError{code=_WAIT_COORD,val=-180,str="Commit failed: Local: Waiting for coordinator"}, uncaught',
 )
 def test_broker_restart_mid_stream_the_archiver_resumes_and_archives_every_event(
     own_kafka: KafkaComponent, unique_id: str, tmp_path: Path
