@@ -24,7 +24,7 @@ from serving.api.dependencies import ApiContext
 from serving.api.errors import BodyLimitMiddleware, endpoint_label, error_body, install_error_handlers
 from serving.api.live import RecommendationHub
 from serving.api.models import COMPONENTS, HAND_VALIDATED_BODIES, Limits
-from serving.api.routes import events, health, live, recommendations, ui
+from serving.api.routes import catalog, events, health, live, recommendations, ui
 from serving.api.services import Services, default_services
 from serving.api.settings import ApiGuardSettings, UiSettings
 from serving.settings import ApiSettings, ServingSettings
@@ -93,7 +93,7 @@ def create_app(
         return error_body(413, "<body>", f"body is {length} bytes; the limit is {settings.max_body_bytes}", "too_large")
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, refuse=too_large)
-    for router in (recommendations.router, live.router, events.router, health.router, ui.data, ui.page):
+    for router in (recommendations.router, live.router, events.router, catalog.router, health.router, ui.data, ui.page):
         app.include_router(router)
     app.mount("/ui/static", ui.static_files(), name="ui-static")
 

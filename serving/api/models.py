@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from streamrec.catalog.models import CatalogItem, UserProfile
 from streamrec.schemas.events import ID_PATTERN, Device, InteractionEvent, Timestamp
 
 
@@ -148,7 +149,7 @@ def component_ref(model: type[BaseModel]) -> dict[str, str]:
 
 #: Bodies a route validates itself (to name the failing field its own way) rather than through FastAPI: the
 #: app factory puts their schemas into the OpenAPI components.
-HAND_VALIDATED_BODIES: list[type[BaseModel]] = [InteractionEvent]
+HAND_VALIDATED_BODIES: list[type[BaseModel]] = [InteractionEvent, CatalogItem, UserProfile]
 
 
 class Readiness(BaseModel):

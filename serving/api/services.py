@@ -5,7 +5,7 @@ Tests pass fakes for :class:`Services`; :func:`default_services` builds the real
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from serving.api.delivery import KafkaDelivery
     from serving.api.live import FeedFactory
     from serving.api.settings import ApiGuardSettings, UiSettings
+    from streamrec.catalog.codec import CatalogKind
+    from streamrec.catalog.models import CatalogRecord
     from streamrec.pipeline_client import RecommendRequest
     from streamrec.settings import FeastSettings, KafkaSettings, PathsSettings
 
@@ -39,6 +41,8 @@ class Services:
     close: Callable[[], Awaitable[None]] | None = None
     catalog: Callable[[], Catalog] | None = None
     live_feed: FeedFactory | None = None
+    #: Writes catalog records to their compacted topic; resolves once Kafka acknowledged (none: 503).
+    write_catalog: Callable[[CatalogKind, Sequence[CatalogRecord]], Awaitable[None]] | None = None
 
 
 class Metrics:
@@ -71,6 +75,20 @@ def event_sender(delivery: Callable[[], KafkaDelivery], topic: str) -> Callable[
     return send_event
 
 
+def catalog_writer(
+    delivery: Callable[[], KafkaDelivery], items_topic: str, users_topic: str
+) -> Callable[[CatalogKind, Sequence[CatalogRecord]], Awaitable[None]]:
+    """``write_catalog`` over a :class:`KafkaDelivery`: keyed by id, the record's ``updated_at`` as timestamp."""
+    from serving.api.delivery import Record
+    from streamrec.catalog.codec import CatalogKind, encode_record
+
+    async def write(kind: CatalogKind, records: Sequence[CatalogRecord]) -> None:
+        topic = items_topic if kind is CatalogKind.ITEMS else users_topic
+        await delivery().deliver([Record(topic, r.key.encode(), encode_record(r), r.updated_ms) for r in records])
+
+    return write
+
+
 def default_services(
     feast_settings: FeastSettings,
     kafka: KafkaSettings | None = None,
@@ -88,6 +106,7 @@ def default_services(
     from serving.api.live import kafka_feed_factory
     from serving.api.settings import ApiGuardSettings, UiSettings
     from serving.pipeline.stores import FeastUserFeatures
+    from streamrec.catalog.settings import CatalogSettings
     from streamrec.features import USER_COUNT_FEATURES
     from streamrec.pipeline_client import AsyncPipelineClient
     from streamrec.settings import KafkaSettings, PathsSettings, RedisSettings
@@ -116,6 +135,8 @@ def default_services(
         return producer[0]
 
     send_event = event_sender(delivery, kafka.interactions_topic)
+    catalog_settings = CatalogSettings.load()
+    write_catalog = catalog_writer(delivery, catalog_settings.items_topic, catalog_settings.users_topic)
 
     async def triton() -> None:
         if not await client.ready():
@@ -145,4 +166,5 @@ def default_services(
         close=close,
         catalog=catalog,
         live_feed=kafka_feed_factory(kafka, ui.stream_group_prefix),
+        write_catalog=write_catalog,
     )

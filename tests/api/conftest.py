@@ -23,6 +23,10 @@ class FakePipeline:
     def __init__(self) -> None:
         self.requests: list[RecommendRequest] = []
         self.events: list[InteractionEvent] = []
+        self.catalog: list[Any] = []
+
+    async def write_catalog(self, kind: Any, records: Any) -> None:
+        self.catalog.extend(records)
 
     async def recommend(self, request: RecommendRequest) -> RecommendResult:
         self.requests.append(request)
@@ -33,7 +37,7 @@ class FakePipeline:
         async def ok() -> None:
             return None
 
-        return Services(self.recommend, self.events.append, {"triton": ok})
+        return Services(self.recommend, self.events.append, {"triton": ok}, write_catalog=self.write_catalog)
 
 
 def make_app(fake: FakePipeline, **api: Any) -> FastAPI:
