@@ -38,6 +38,7 @@ FEAST_PACKAGES = [
     "feast", "dill", "mmh3", "typeguard", "tenacity", "toml", "bigtree", "sqlalchemy", "greenlet", "dask",
     "cloudpickle", "partd", "locket", "toolz", "pyjwt", "tabulate", "gunicorn", "uvicorn-worker", "fastapi",
     "starlette", "uvicorn", "jsonschema", "jsonschema-specifications", "referencing", "rpds-py",
+    "opentelemetry-api", "annotated-doc", "pytz",
 ]  # fmt: skip
 
 
@@ -98,7 +99,12 @@ def start_valkey() -> subprocess.Popen[bytes]:
         "--dir", str(STORE_ROOT / "data"), "--save", "", "--appendonly", "no",
         "--loadmodule", str(STORE_ROOT / "redisbloom.so"),
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+    # Its own session and no inherited descriptors: the server outlives this process, and must not hold the
+    # caller's pipes open (a shell reading this process's output would wait for the server's exit).
+    log = open(STORE_ROOT / "valkey.log", "wb")  # noqa: SIM115 - the server owns it from here
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     client = redis.Redis(port=STORE_PORT)
     for _ in range(100):
         try:

@@ -124,6 +124,8 @@ class Archiver:
                 "logger": librdkafka_logger("archiver"),
             },
         )
+        # The streams worker is the one dead-letter writer of interaction rejects: the archiver counts and skips.
+        self.consumer.observe_dead_letters()
         self.buffer = Buffer()
         self.stats = ArchiverStats()
 

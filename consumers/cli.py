@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 from types import FrameType
 
 from consumers.settings import ConsumersSettings
 from streamrec.cli.plugins import CommandHandler, PluginRegistry
-from streamrec.errors import ConfigError
+from streamrec.errors import ConfigError, DataError
 
 
 def _archive(args: argparse.Namespace) -> int:
@@ -46,7 +47,14 @@ def _archive(args: argparse.Namespace) -> int:
         session_timeout_s=s.session_timeout_s,
         metrics=metrics,
     )
-    stats = archiver.run(lambda: stopping, idle_exit_s=args.idle_exit)
+    try:
+        stats = archiver.run(lambda: stopping, idle_exit_s=args.idle_exit)
+    except OSError as exc:
+        # A full disk is the operator's to fix: one line naming the archive, not a traceback. Nothing was
+        # committed for the buffer that failed, so a restart resumes from the last durable file.
+        if exc.errno != errno.ENOSPC and "No space left on device" not in str(exc):
+            raise
+        raise DataError(f"No space left on device writing the archive {root}; nothing committed") from None
     print(f"archived {stats.events} events in {stats.files} files under {root}")
     return 0
 

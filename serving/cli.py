@@ -118,7 +118,8 @@ def _api_setup(parser: argparse.ArgumentParser) -> CommandHandler:
         refuse_placeholder_secrets(settings, KafkaSettings.load(), RedisSettings.load())
         if not settings.auth_disabled and not settings.api_keys:
             raise ConfigError(
-                "no API keys configured; set STREAMREC_API_API_KEYS='[\"key\"]' or STREAMREC_API_AUTH_DISABLED=true",
+                "no API keys configured; set STREAMREC_API_API_KEYS='[\"sha256:...\"]' (stored hashes: python -m "
+                "streamrec.security hash-api-key --generate) or STREAMREC_API_AUTH_DISABLED=true",
                 source="STREAMREC_API_API_KEYS",
             )
         app = create_app(settings)

@@ -67,7 +67,11 @@ class ApiSettings(ComponentSettings):
     host: str = Field("127.0.0.1", description="Address uvicorn binds.")
     port: int = Field(8080, ge=1, le=65535, description="Port uvicorn binds.")
     api_keys: list[SecretStr] = Field(
-        default_factory=list, description='Accepted X-API-Key values (JSON list, e.g. ["k1","k2"]); masked.'
+        default_factory=list,
+        description=(
+            'Stored hashes of the accepted X-API-Key values (JSON list of "sha256:<hex>" or "pbkdf2_sha256:...", '
+            "made with `python -m streamrec.security hash-api-key`); plaintext entries are refused; masked."
+        ),
     )
     auth_disabled: bool = Field(False, description="Serve without API keys; must be set explicitly.")
     key_header: str = Field("X-API-Key", description="Header carrying the API key.")

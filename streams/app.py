@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from streamrec.security import faust_broker_credentials
 from streamrec.settings import KafkaSettings
 from streams.faust_compat import check_faust_version, register_codec, set_table_serializers
 from streams.interfaces import WorkerConfig, WorkerTables, WorkerTopics
@@ -36,15 +37,6 @@ def broker_url(kafka: KafkaSettings) -> str:
     return ";".join(f"kafka://{server.strip()}" for server in kafka.bootstrap.split(",") if server.strip())
 
 
-def broker_credentials(kafka: KafkaSettings) -> Any:
-    if not kafka.sasl_username:
-        return None
-    from faust.auth import SASLCredentials
-
-    password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
-    return SASLCredentials(username=kafka.sasl_username, password=password)
-
-
 def build_faust_app(config: WorkerConfig) -> AppT:
     import faust
 
@@ -52,7 +44,7 @@ def build_faust_app(config: WorkerConfig) -> AppT:
     return faust.App(
         s.app_id,
         broker=broker_url(kafka),
-        broker_credentials=broker_credentials(kafka),
+        broker_credentials=faust_broker_credentials(kafka),  # TLS and SASL as security_protocol says
         broker_client_id=f"{kafka.client_id}-{s.app_id}",
         broker_commit_interval=s.commit_interval_s,
         broker_session_timeout=s.session_timeout_s,

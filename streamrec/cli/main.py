@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from streamrec import __version__, demo
 from streamrec import logging as streamrec_logging
+from streamrec.catalog import cli as catalog_cli
 from streamrec.cli import config_cmd, events_cmd, metrics_cmd, stack_cmd
 from streamrec.cli.plugins import PluginRegistry, load_plugins
 from streamrec.errors import StreamrecError
@@ -33,6 +34,7 @@ def core_registry() -> PluginRegistry:
     events_cmd.register(registry)
     metrics_cmd.register(registry)
     demo.register(registry)
+    catalog_cli.register(registry)
     return registry
 
 

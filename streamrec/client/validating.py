@@ -17,15 +17,44 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from streamrec.client.consumer import consumer_config
 from streamrec.client.dlq import DeadLetterPublisher, DeadLetterRole
 from streamrec.client.producer import producer_config
 from streamrec.errors import InvalidEventError, RejectReason, StoreUnavailableError
+from streamrec.retry import Backoff, retry_sync
 from streamrec.schemas.codec import DEFAULT_MAX_FUTURE_SKEW, check_key_matches, decode_interaction, skew_reference
 from streamrec.schemas.events import InteractionEvent
 from streamrec.settings import KafkaSettings
+
+#: Commits wait this long at most (about a minute) for a group coordinator that moved or restarted.
+COMMIT_BACKOFF = Backoff(initial_s=0.2, max_s=5.0, attempts=16)
+_COORDINATOR_MOVING = {
+    KafkaError._WAIT_COORD,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError._TRANSPORT,
+    KafkaError.REQUEST_TIMED_OUT,
+}
+
+
+def _coordinator_moving(exc: BaseException) -> bool:
+    """Commit failures that end by themselves once the broker and group settle (not a fenced member)."""
+    if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
+        return False
+    return exc.args[0].code() in _COORDINATOR_MOVING
+
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +157,12 @@ class InteractionConsumer:
         if remaining:
             raise StoreUnavailableError(f"{remaining} dead letters undelivered; offsets not committed")
         offsets = [TopicPartition(self.topic, p, o + 1) for p, o in self._pending.items()]
-        self._consumer.commit(offsets=offsets, asynchronous=False)
+        # A broker restart leaves the group without a coordinator for a while: wait for it rather than exit.
+        retry_sync(
+            lambda: self._consumer.commit(offsets=offsets, asynchronous=False),
+            COMMIT_BACKOFF,
+            retry_if=_coordinator_moving,
+        )
         self._pending.clear()
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ from streamrec.artifacts import load_metadata, read_current, version_dir
 from streamrec.client.admin import consumer_lag
 from streamrec.demo import showcase
 from streamrec.errors import ArtifactError, StreamrecError
+from streamrec.security import hash_api_key
 from streamrec.settings import FeastSettings, KafkaSettings, PathsSettings, RedisSettings, StackSettings
 from streamrec.stack import LocalStack
 
@@ -95,10 +96,12 @@ class Demo:
     @property
     def child_env(self) -> dict[str, str]:
         return {
-            "STREAMREC_API_API_KEYS": json.dumps([DEMO_API_KEY]),
+            "STREAMREC_API_API_KEYS": json.dumps([hash_api_key(DEMO_API_KEY, "pbkdf2_sha256")]),
             "STREAMREC_API_PORT": str(API_PORT),
             "STREAMREC_STREAMS_WEB_PORT": str(WORKER_WEB_PORT),
             "STREAMREC_STREAMS_CATALOG_PATH": str(self.dataset_root / "items.parquet"),
+            # The web page's cards show the dataset's titles and categories.
+            "STREAMREC_UI_CATALOG_PATH": str(self.dataset_root / "items.parquet"),
         }
 
     # -- process helpers -------------------------------------------------------------------------------
@@ -207,6 +210,7 @@ class Demo:
         if self.has("api"):
             self.spawn("api", "api")
             self.wait_for("the API", lambda: _http_ok(f"http://127.0.0.1:{API_PORT}/healthz"))
+            note(f"web page: http://127.0.0.1:{API_PORT}/ui  (API key: {DEMO_API_KEY})")
         if "worker" in self.available:
             self.wait_for("the worker", lambda: _http_ok(f"http://127.0.0.1:{WORKER_WEB_PORT}/metrics"))
 
@@ -282,6 +286,7 @@ class Demo:
     def where_to_look(self) -> None:
         say("7/7 Try it by hand")
         base = f"http://127.0.0.1:{API_PORT}"
+        note(f"web page: {base}/ui   (API key: {DEMO_API_KEY})")
         note(f"curl -H 'X-API-Key: {DEMO_API_KEY}' '{base}/v1/recommendations?user_id=1&k=5&timings=true'")
         note("""EVENT='{"event_id": "'$(cat /proc/sys/kernel/random/uuid)'", "user_id": "1", "item_id": "50",'""")
         note("""EVENT+=' "event_type": "click", "timestamp": '$(date +%s000)', "context": {"device": "mobile",'""")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from streamrec.catalog.settings import CatalogSettings
+from streamrec.catalog.topics import ensure_catalog_topics
 from streamrec.client.admin import ensure_topics, project_topics
 from streamrec.settings import KafkaSettings, RedisSettings, StackSettings, TritonSettings
 from streamrec.stack.base import Component, ComponentStatus
@@ -48,6 +50,7 @@ class LocalStack:
                 started.append(comp.name)
         # Idempotent, and also for an external cluster: creating topics is not starting a server.
         created = ensure_topics(self.kafka, project_topics(self.kafka))
+        created += ensure_catalog_topics(self.kafka, CatalogSettings.load())  # compacted: items, users
         if created:
             progress(f"created topics {', '.join(created)}")
         return started

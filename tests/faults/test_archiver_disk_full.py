@@ -156,13 +156,6 @@ def test_disk_full_writes_no_partial_file_commits_nothing_and_resumes(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="on ENOSPC `streamrec archive` exits 1 with a Python traceback ending in 'OSError: [Errno 28] Error "
-    "writing bytes to file. Detail: [errno 28] No space left on device' (from pyarrow via streamrec/archive.py "
-    "write_atomic), not one line naming the archive path and exit code 2",
-)
 def test_disk_full_ends_in_one_clear_line_naming_the_archive(
     stack: StackHandle, unique_topics, small_disk: Path
 ) -> None:

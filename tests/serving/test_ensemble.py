@@ -24,6 +24,7 @@ from streamrec.pipeline_client import (
     RecommendOptions,
     RecommendRequest,
 )
+from streamrec.security import hash_api_key
 from streamrec.settings import BloomSettings, FeastSettings, TritonSettings
 from tests.serving.conftest import keep_asking, make_config, push_user_features, train_version
 
@@ -230,9 +231,8 @@ def test_api_end_to_end(
     monkeypatch.setenv("STREAMREC_KAFKA_INTERACTIONS_TOPIC", topic)
     monkeypatch.setenv("STREAMREC_PATHS_EXPORT_ROOT", str(export_root))
     repo, project = feast_repo
-    app = create_app(
-        ApiSettings(api_keys=[SecretStr("k1")]), ServingSettings(), feast=FeastSettings(repo=repo, project=project)
-    )
+    api = ApiSettings(api_keys=[SecretStr(hash_api_key("k1", "pbkdf2_sha256"))])
+    app = create_app(api, ServingSettings(), feast=FeastSettings(repo=repo, project=project))
     user = served["reference"].export.id_maps.user_ids[3]
     event_ids = [str(uuid.uuid4()) for _ in range(3)]
     with TestClient(app) as api:

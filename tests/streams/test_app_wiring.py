@@ -43,3 +43,21 @@ def test_the_web_server_binds_loopback_and_serves_debug_views_only_when_enabled(
     assert pages[False] == ({"/metrics"}, {""}), "only /metrics and Faust's static production index"
     views, faust_views = pages[True]
     assert views == {"/metrics", "/debug/tasks"} and {"/table", "/router"} <= faust_views
+
+
+def test_faust_gets_tls_with_sasl_when_the_protocol_says_sasl_ssl(tmp_path: Path) -> None:
+    import certifi
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    kafka = KafkaSettings(
+        bootstrap_servers="broker.example:9093",
+        security_protocol="SASL_SSL",
+        sasl_username="worker",
+        sasl_password="not-a-placeholder-1",
+        ssl_ca_location=certifi.where(),
+    )
+    streams = StreamsSettings(app_id="tls-test", data_dir=tmp_path)
+    app, _ = create_app(WorkerConfig(streams, kafka, RedisSettings(), BloomSettings(), 3, Catalog({}, "t"), None))
+    auth = credentials_to_aiokafka_auth(app.conf.broker_credentials)
+    assert auth["security_protocol"] == "SASL_SSL" and auth["ssl_context"] is not None
+    assert auth["sasl_plain_username"] == "worker"
