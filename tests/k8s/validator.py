@@ -40,7 +40,11 @@ APP_ENV_PREFIXES = (
 )
 WELL_KNOWN_ENV = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "TRITON_URL")
 #: Images whose entrypoint is the ``streamrec`` CLI.
-STREAMREC_IMAGES = ("ghcr.io/streamrec/streamrec:", "ghcr.io/streamrec/streamrec-triton:")
+STREAMREC_IMAGES = (
+    "ghcr.io/streamrec/streamrec:",
+    "ghcr.io/streamrec/streamrec-trainer:",
+    "ghcr.io/streamrec/streamrec-triton:",
+)
 #: What each command writes (settings class, field, "dir" or "file"): it must be on a writable volume.
 WRITES: dict[tuple[str, ...], list[tuple[str, str, str]]] = {
     ("worker",): [("StreamsSettings", "data_dir", "dir")],
