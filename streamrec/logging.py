@@ -25,6 +25,8 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LEVEL_ENV = "STREAMREC_LOG_LEVEL"
 FORMAT_ENV = "STREAMREC_LOG_FORMAT"
+#: Loggers quieted to warnings unless the level is debug (one line per HTTP request, per FAISS import).
+CHATTY_LIBRARIES = ("httpx", "httpcore", "faiss.loader", "urllib3")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(component)s %(name)s: %(message)s"
 
 _trace: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("streamrec_trace", default=None)
@@ -135,6 +137,9 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(chosen_level.upper())
+    # Libraries that narrate every request or import at INFO: their lines stay available at debug.
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level) if root.level > logging.DEBUG else 0)
     logging.captureWarnings(True)
     return handler
 
