@@ -15,10 +15,12 @@ from streamrec.errors import ConfigError, DataError
 def _archive(args: argparse.Namespace) -> int:
     from consumers.archiver import Archiver, RollPolicy
     from consumers.metrics import ArchiverMetrics
+    from streamrec.security import refuse_placeholder_secrets
     from streamrec.settings import KafkaSettings, PathsSettings
 
     s = ConsumersSettings.load()
     root = PathsSettings.load().archive_root
+    refuse_placeholder_secrets(KafkaSettings.load())  # before any connection
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from streamrec.client.admin import TopicSpec, ensure_topics, existing_topics
 from streamrec.errors import ConfigError, StoreUnavailableError
 from streamrec.features import FEAST_ITEM_PUSH_SOURCE, FEAST_USER_PUSH_SOURCE
+from streamrec.security import refuse_placeholder_secrets
 from streamrec.settings import BloomSettings, FeastSettings, KafkaSettings, PathsSettings, RedisSettings
 from streams.app import TABLE_NAMES, create_app
 from streams.catalog import Catalog
@@ -78,6 +79,7 @@ def open_push(streams: StreamsSettings, feast: FeastSettings, redis: RedisSettin
 def build_config(streams: StreamsSettings | None = None, feast: FeastSettings | None = None) -> WorkerConfig:
     streams = streams or StreamsSettings.load()
     kafka, redis, bloom, paths = KafkaSettings.load(), RedisSettings.load(), BloomSettings.load(), PathsSettings.load()
+    refuse_placeholder_secrets(kafka, redis)  # before any connection
     partitions = _topics(streams, kafka)
     catalog = Catalog.resolve(streams.catalog_path, paths.archive_root)
     push = open_push(streams, feast or FeastSettings.load(), redis, paths) if streams.feast_enabled else None
