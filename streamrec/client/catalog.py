@@ -23,8 +23,8 @@ from streamrec.catalog.settings import CatalogSettings
 from streamrec.catalog.state import CatalogState
 from streamrec.client.consumer import consumer_config
 from streamrec.client.dlq import DeadLetterPublisher
-from streamrec.client.producer import DeliveryCallback, DeliveryStats, producer_config
-from streamrec.errors import DeliveryError, InvalidEventError, StoreUnavailableError
+from streamrec.client.producer import DeliveringProducer, DeliveryCallback, DeliveryStats, producer_config
+from streamrec.errors import InvalidEventError, StoreUnavailableError
 from streamrec.settings import KafkaSettings
 
 
@@ -32,13 +32,15 @@ def kind_of(record: CatalogRecord) -> CatalogKind:
     return CatalogKind.ITEMS if isinstance(record, CatalogItem | ItemTombstone) else CatalogKind.USERS
 
 
-class CatalogProducer:
+class CatalogProducer(DeliveringProducer):
     """Sends catalog records to the ``items`` / ``users`` topics (key: the id; record timestamp: updated_at).
 
     Records are validated (and size-checked) before they are queued; :meth:`flush` (also called by
     :meth:`close` and the context manager) waits for every delivery report and raises
     :class:`DeliveryError` if any failed.
     """
+
+    noun = "catalog records"
 
     def __init__(
         self,
@@ -122,33 +124,6 @@ class CatalogProducer:
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: serve delivery reports to make room
         self._producer.poll(0)
-
-    def poll(self, timeout: float = 0.0) -> int:
-        return int(self._producer.poll(timeout))
-
-    def flush(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        remaining = self._producer.flush(timeout)
-        while remaining and time.monotonic() < deadline:
-            remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
-        if remaining:
-            raise DeliveryError(f"{remaining} catalog records still undelivered after {timeout:.0f}s")
-        if self.stats.failed:
-            raise DeliveryError(
-                f"{self.stats.failed} catalog records failed to deliver; first errors: {'; '.join(self.stats.errors)}"
-            )
-
-    def close(self, timeout: float = 30.0) -> None:
-        self.flush(timeout)
-
-    def __enter__(self) -> CatalogProducer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self.close()
-        else:
-            self._producer.flush(5.0)
 
 
 def validate_record_id(kind: CatalogKind, record_id: str) -> None:

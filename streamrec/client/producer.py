@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Self
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -64,7 +64,45 @@ class DeliveryStats:
                     self.errors.append(str(err))
 
 
-class InteractionProducer:
+class DeliveringProducer:
+    """What every SDK producer shares: delivery stats, flushing that raises on failure, a context manager.
+
+    Subclasses set ``_producer`` and ``stats``; ``noun`` names what they send in errors.
+    """
+
+    _producer: Producer
+    stats: DeliveryStats
+    noun = "messages"
+
+    def poll(self, timeout: float = 0.0) -> int:
+        return int(self._producer.poll(timeout))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        remaining = self._producer.flush(timeout)
+        while remaining and time.monotonic() < deadline:
+            remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        if remaining:
+            raise DeliveryError(f"{remaining} {self.noun} still undelivered after {timeout:.0f}s")
+        if self.stats.failed:
+            raise DeliveryError(
+                f"{self.stats.failed} {self.noun} failed to deliver; first errors: {'; '.join(self.stats.errors)}"
+            )
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.flush(timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._producer.flush(5.0)
+
+
+class InteractionProducer(DeliveringProducer):
     """Sends :class:`InteractionEvent` objects to the interactions topic.
 
     Messages are batched by librdkafka; :meth:`flush` (also called by :meth:`close` and the context
@@ -116,30 +154,3 @@ class InteractionProducer:
             self.send(event)
             count += 1
         return count
-
-    def poll(self, timeout: float = 0.0) -> int:
-        return int(self._producer.poll(timeout))
-
-    def flush(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        remaining = self._producer.flush(timeout)
-        while remaining and time.monotonic() < deadline:
-            remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
-        if remaining:
-            raise DeliveryError(f"{remaining} messages still undelivered after {timeout:.0f}s")
-        if self.stats.failed:
-            raise DeliveryError(
-                f"{self.stats.failed} messages failed to deliver; first errors: {'; '.join(self.stats.errors)}"
-            )
-
-    def close(self, timeout: float = 30.0) -> None:
-        self.flush(timeout)
-
-    def __enter__(self) -> InteractionProducer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self.close()
-        else:
-            self._producer.flush(5.0)
