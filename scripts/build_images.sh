@@ -39,6 +39,12 @@ if [ -z "${BASE_IMAGE:-}" ]; then
   fi
 fi
 
+# Working containers that an interrupted build or smoke test left behind pin the multi-GB images they came from,
+# so replaced images were never freed and the disk filled over repeated runs: remove this project's ones.
+buildah containers --noheading --format '{{.ContainerID}} {{.ContainerName}} {{.ImageName}}' 2>/dev/null |
+  awk '$2 ~ /working-container/ && ($3 == "" || $3 ~ /^localhost\/streamrec/) {print $1}' |
+  xargs -r buildah rm >/dev/null 2>&1 || true
+
 # pip's download cache outside the clone, shared by every build (the build stages run pip as root).
 pip_cache=${STREAMREC_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/streamrec/images}/pip
 mkdir -p "$(dirname "$report")" "$pip_cache"
