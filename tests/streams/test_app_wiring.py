@@ -46,15 +46,16 @@ def test_the_web_server_binds_loopback_and_serves_debug_views_only_when_enabled(
 
 
 def test_faust_gets_tls_with_sasl_when_the_protocol_says_sasl_ssl(tmp_path: Path) -> None:
-    import certifi
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    from tests.security.certs import ThrowawayCA
 
     kafka = KafkaSettings(
         bootstrap_servers="broker.example:9093",
         security_protocol="SASL_SSL",
         sasl_username="worker",
         sasl_password="not-a-placeholder-1",
-        ssl_ca_location=certifi.where(),
+        ssl_ca_location=ThrowawayCA(tmp_path / "ca").cert,
     )
     streams = StreamsSettings(app_id="tls-test", data_dir=tmp_path)
     app, _ = create_app(WorkerConfig(streams, kafka, RedisSettings(), BloomSettings(), 3, Catalog({}, "t"), None))
