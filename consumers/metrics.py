@@ -15,7 +15,9 @@ class ArchiverMetrics:
             "streamrec_archiver_events", "Events written to Parquet (offsets committed after).", registry=r
         )
         self.events_rejected = Counter(
-            "streamrec_archiver_events_rejected", "Rejected messages skipped (the worker writes their dead letters).", registry=r
+            "streamrec_archiver_events_rejected",
+            "Rejected messages skipped (the worker writes their DLQ records).",
+            registry=r,
         )
         self.files_written = Counter("streamrec_archiver_files", "Parquet files written.", registry=r)
         self.rolls = Counter("streamrec_archiver_rolls", "Buffer writes (one file per event date each).", registry=r)
