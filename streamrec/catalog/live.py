@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 
@@ -190,7 +190,7 @@ class LiveCatalogReader:
 
     def bootstrap(self) -> list[LiveItem]:
         """Everything published so far; changes after this call come from :meth:`poll`."""
-        last = self.client.xrevrange(self.keys.changes, count=1)
+        last = cast(list[Any], self.client.xrevrange(self.keys.changes, count=1))
         # Taken before the hash is read: a change racing the read is seen again by poll (applying twice is harmless).
         self.cursor = _str(last[0][0]) if last else _START
         return [decode_item(raw) for _, raw in self.client.hscan_iter(self.keys.state, count=self.batch)]
@@ -199,16 +199,16 @@ class LiveCatalogReader:
         """The items changed since the last call (their latest entries), waiting up to ``block_ms`` for one."""
         if self.cursor is None:
             return self.bootstrap()
-        got = self.client.xread({self.keys.changes: self.cursor}, count=self.batch, block=block_ms)
+        got = cast(list[Any], self.client.xread({self.keys.changes: self.cursor}, count=self.batch, block=block_ms))
         if not got:
             return []
         entries = got[0][1]
-        first_kept = self.client.xrange(self.keys.changes, count=1)
+        first_kept = cast(list[Any], self.client.xrange(self.keys.changes, count=1))
         if self.cursor != _START and first_kept and _newer(_str(first_kept[0][0]), self.cursor):
             return self.bootstrap()  # changes between our cursor and the stream's start were trimmed away
         self.cursor = _str(entries[-1][0])
         ids = list(dict.fromkeys(_str(fields[b"item"]) for _, fields in entries))
-        return [decode_item(raw) for raw in self.client.hmget(self.keys.state, ids) if raw is not None]
+        return [decode_item(raw) for raw in cast(list[Any], self.client.hmget(self.keys.state, ids)) if raw is not None]
 
 
 def _str(raw: bytes | str) -> str:
