@@ -111,7 +111,11 @@ class KafkaDelivery:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=1.0)
-        self._producer.flush(timeout_s)
+        if self._producer.flush(timeout_s):
+            # Undeliverable within the bound (broker gone): drop them, so the client does not go on reconnecting.
+            self._producer.purge()
+            self._producer.flush(0)
+        self._producer.close()
 
 
 def _resolve(
