@@ -1,10 +1,12 @@
-"""CLI plugin: ``streamrec archive`` (the archiver) and ``streamrec recs-client`` (the example client)."""
+"""CLI plugin: ``streamrec archive`` (the archiver), ``streamrec catalog-sync`` (the live catalog) and
+``streamrec recs-client`` (the example client)."""
 
 from __future__ import annotations
 
 import argparse
 import errno
 import signal
+from pathlib import Path
 from types import FrameType
 
 from consumers.settings import ConsumersSettings
@@ -61,6 +63,40 @@ def _archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog_sync(args: argparse.Namespace) -> int:
+    from consumers.catalog_wiring import build_catalog_sync
+    from consumers.metrics import CatalogSyncMetrics
+
+    s = ConsumersSettings.load()
+    export_root = Path(args.export_root)
+    if not export_root.is_dir():
+        raise ConfigError(f"export root {export_root} is not a directory", source="--export-root")
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True  # finish the current poll and its publishes, then exit
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    metrics = CatalogSyncMetrics()
+    if s.catalog_sync_metrics_port:
+        try:
+            metrics.serve(s.catalog_sync_metrics_port, s.catalog_sync_metrics_host)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {s.catalog_sync_metrics_host}:{s.catalog_sync_metrics_port}: {exc.strerror}",
+                source="STREAMREC_CONSUMERS_CATALOG_SYNC_METRICS_PORT",
+            ) from None
+    sync = build_catalog_sync(export_root, s, metrics)
+    stats = sync.run(lambda: stopping, idle_exit_s=args.idle_exit)
+    print(
+        f"catalog sync: {stats.records} records read ({stats.rejected} rejected), {stats.published} live entries "
+        f"published ({stats.embedded} embedded), {stats.feast_rows} Feast rows; exports {', '.join(stats.exports)}"
+    )
+    return 0
+
+
 def _recs_client(args: argparse.Namespace) -> int:
     from consumers.recs_client import run
 
@@ -76,6 +112,15 @@ def register(registry: PluginRegistry) -> None:
         )
         return _archive
 
+    def setup_catalog_sync(parser: argparse.ArgumentParser) -> CommandHandler:
+        parser.add_argument(
+            "--export-root", required=True, metavar="DIR", help="model exports (the latest is published live)"
+        )
+        parser.add_argument(
+            "--idle-exit", type=float, metavar="S", help="once replayed, exit after S seconds without a record"
+        )
+        return _catalog_sync
+
     def setup_recs_client(parser: argparse.ArgumentParser) -> CommandHandler:
         parser.add_argument("--user", action="append", help="only these user ids (repeatable)")
         parser.add_argument("--from-beginning", action="store_true", help="read the topic from the start")
@@ -84,6 +129,11 @@ def register(registry: PluginRegistry) -> None:
 
     registry.add_command(
         "archive", "archive interaction events to date-partitioned Parquet (offsets after fsync)", setup_archive
+    )
+    registry.add_command(
+        "catalog-sync",
+        "keep the live catalog (Redis) and Feast's item/user views current from the items and users topics",
+        setup_catalog_sync,
     )
     registry.add_command(
         "recs-client", "example client: latest recommendations per user from the topic", setup_recs_client

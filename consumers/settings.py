@@ -11,7 +11,7 @@ from streamrec.settings import ComponentSettings
 
 
 class ConsumersSettings(ComponentSettings):
-    """The event archiver and the example recommendations client."""
+    """The event archiver, the catalog sync and the example recommendations client."""
 
     section: ClassVar[str] = "consumers"
     model_config = SettingsConfigDict(env_prefix="STREAMREC_CONSUMERS_")
@@ -39,3 +39,21 @@ class ConsumersSettings(ComponentSettings):
     recs_group: str | None = Field(
         None, description="Consumer group of the example recommendations client; unset: a fresh one per run."
     )
+    catalog_sync_metrics_port: int = Field(
+        9103, ge=0, le=65535, description="Port of the catalog sync's Prometheus /metrics endpoint; 0: none."
+    )
+    catalog_sync_metrics_host: str = Field(
+        "127.0.0.1", description="Address the catalog sync's metrics endpoint binds (0.0.0.0 in a pod)."
+    )
+    catalog_sync_device: str = Field("cpu", description="Torch device of the catalog sync's embeddings (cpu, cuda).")
+    catalog_sync_embed_batch: int = Field(256, ge=1, description="New items embedded per batch by the catalog sync.")
+    catalog_sync_publish_batch: int = Field(
+        5000, ge=1, description="Live entries the catalog sync publishes per poll at most (a republish is spread)."
+    )
+    catalog_sync_export_check_s: float = Field(
+        10.0, gt=0, description="How often the catalog sync looks for a newer export to publish for."
+    )
+    catalog_sync_poll_timeout_s: float = Field(
+        0.1, gt=0, description="Longest wait of one catalog poll (bounds the delay of a live change)."
+    )
+    catalog_sync_feast: bool = Field(True, description="Keep Feast's item_content / user_profile views current.")

@@ -24,7 +24,7 @@ from streamrec.catalog.models import (
     UserRecord,
     UserTombstone,
 )
-from streamrec.errors import InvalidEventError
+from streamrec.errors import InvalidEventError, RejectReason
 from streamrec.schemas.codec import first_error
 
 PAYLOAD = "<payload>"
@@ -59,7 +59,7 @@ def _model_for(kind: CatalogKind, data: Mapping[str, Any]) -> type[BaseModel]:
 def validate_record(kind: CatalogKind, data: object) -> CatalogRecord:
     """Validate an already-parsed JSON object (file row, API body); raises :class:`InvalidEventError`."""
     if not isinstance(data, Mapping):
-        raise InvalidEventError(PAYLOAD, "expected a JSON object")
+        raise InvalidEventError(PAYLOAD, "expected a JSON object", RejectReason.NOT_OBJECT)
     model = _model_for(kind, data)
     try:
         record: CatalogRecord = model.model_validate(dict(data))  # type: ignore[assignment]
@@ -85,19 +85,23 @@ def validate_user(data: object) -> UserRecord:
 def decode_record(kind: CatalogKind, raw: bytes, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> CatalogRecord:
     """Parse and validate one record's JSON bytes; raises :class:`InvalidEventError`."""
     if len(raw) > max_bytes:
-        raise InvalidEventError(PAYLOAD, f"payload is {len(raw)} bytes; the limit is {max_bytes}")
+        raise InvalidEventError(
+            PAYLOAD, f"payload is {len(raw)} bytes; the limit is {max_bytes}", RejectReason.TOO_LARGE
+        )
     if not raw:
-        raise InvalidEventError(PAYLOAD, "empty payload")
+        raise InvalidEventError(PAYLOAD, "empty payload", RejectReason.EMPTY)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidEventError(PAYLOAD, f"not valid UTF-8 at byte {exc.start}") from None
+        raise InvalidEventError(PAYLOAD, f"not valid UTF-8 at byte {exc.start}", RejectReason.NOT_UTF8) from None
     try:
         data = _JSON.decode(text)
     except json.JSONDecodeError as exc:
-        raise InvalidEventError(PAYLOAD, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise InvalidEventError(
+            PAYLOAD, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", RejectReason.NOT_JSON
+        ) from None
     except ValueError as exc:
-        raise InvalidEventError(PAYLOAD, f"not valid JSON: {exc}") from None
+        raise InvalidEventError(PAYLOAD, f"not valid JSON: {exc}", RejectReason.NOT_JSON) from None
     return validate_record(kind, data)
 
 
@@ -119,12 +123,14 @@ def decode_message(
     dead-letter topic with the reason (``streamrec.client.catalog.CatalogRejects``).
     """
     if key is None or not key:
-        raise InvalidEventError(KEY, f"missing Kafka key; {kind.value} records are keyed by {kind.id_field}")
+        raise InvalidEventError(
+            KEY, f"missing Kafka key; {kind.value} records are keyed by {kind.id_field}", RejectReason.KEY_MISSING
+        )
     if value is None:
         try:
             key.decode("utf-8")
         except UnicodeDecodeError:
-            raise InvalidEventError(KEY, "Kafka key is not valid UTF-8") from None
+            raise InvalidEventError(KEY, "Kafka key is not valid UTF-8", RejectReason.KEY_MISMATCH) from None
         return None
     record = decode_record(kind, value, max_bytes)
     check_key_matches(record, key)
@@ -135,7 +141,9 @@ def check_key_matches(record: CatalogRecord, key: bytes) -> None:
     """The Kafka key must be the record's id: compaction keeps the latest value per key."""
     if key != record.key.encode():
         field = "item_id" if isinstance(record, CatalogItem | ItemTombstone) else "user_id"
-        raise InvalidEventError(KEY, f"Kafka key {key[:64]!r} does not match {field} {record.key!r}")
+        raise InvalidEventError(
+            KEY, f"Kafka key {key[:64]!r} does not match {field} {record.key!r}", RejectReason.KEY_MISMATCH
+        )
 
 
 def encode_record(record: CatalogRecord) -> bytes:
