@@ -29,7 +29,7 @@ pin() { grep -iE "^${1//-/[-_]}==" constraints.txt; }
 "$PIP" wheel --quiet --no-deps -w "$STAGE/wheels" "$(pin pybloom-live)"
 "$PIP" install --quiet "${platforms[@]}" --target "$B/site" "$STAGE"/wheels/*.whl \
   $(for p in pydantic pydantic-core pydantic-settings python-dotenv annotated-types typing-extensions \
-      typing-inspection pyyaml redis bitarray xxhash tritonclient grpcio protobuf python-rapidjson urllib3 \
+      typing-inspection pyyaml redis hiredis bitarray xxhash tritonclient grpcio protobuf python-rapidjson urllib3 \
       packaging httpx httpcore h11 anyio idna certifi; do pin "$p"; done)
 
 version=$(cat "$EXPORT_ROOT/CURRENT")

@@ -23,6 +23,16 @@ rm -rf "$WORK" && mkdir -p "$WORK/models" "$OUT"
 tar -xJf "$BUNDLE" -C "$WORK"
 T=$WORK/tbundle
 ROOT=$PWD
+# Wheels carried next to the bundle (e.g. .streamrec/device/wheels/hiredis-*.whl) join its site-packages.
+for wheel in "${EXTRA_WHEELS:-.streamrec/device/wheels}"/*.whl; do
+  if [ -f "$wheel" ]; then python3 -m zipfile -e "$wheel" "$T/site"; fi
+done
+# The device's scipy is built for numpy 2 and the stub runs numpy 1.26: Feast's default offline-store config
+# imports dask, which imports scipy.sparse if it can, and fails with AttributeError (np.long) instead of the
+# ImportError dask expects. No serving stage uses scipy, so the bench makes it unimportable inside the stub.
+mkdir -p "$T/overlay/scipy"
+echo 'raise ImportError("scipy is built for numpy 2; the stub runs numpy 1.26 (bench environment)")' \
+  > "$T/overlay/scipy/__init__.py"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c 'import sys, numpy, torch; print(sys.version.split()[0], "numpy", numpy.__version__, "torch", torch.__version__, "cuda", torch.cuda.is_available())'
 LIBDIR=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
