@@ -6,10 +6,12 @@ checks in :mod:`tests.k8s.schemas` and :mod:`tests.k8s.validator` take one.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +183,18 @@ def render(directory: Path) -> list[Doc]:
         raise RuntimeError(f"{' '.join(cmd)} {directory}: {proc.stderr.strip()}")
     rel = directory.relative_to(REPO) if directory.is_relative_to(REPO) else directory
     return load_docs(Path(f"{rel}(rendered)"), proc.stdout)
+
+
+#: The overlays as they are applied: name -> directories rendered together. The GPU overlay is applied with
+#: the cluster-scoped Karpenter pools it relies on.
+OVERLAYS = {"local": ("k8s/overlays/local",), "gpu": ("k8s/overlays/gpu", "keda/karpenter")}
+
+
+@cache
+def _rendered_overlay(name: str) -> tuple[Doc, ...]:
+    return tuple(d for path in OVERLAYS[name] for d in render(REPO / path))
+
+
+def rendered_overlay(name: str) -> list[Doc]:
+    """An overlay of :data:`OVERLAYS` rendered (once per session; each call gets its own copy to mutate)."""
+    return copy.deepcopy(list(_rendered_overlay(name)))

@@ -26,6 +26,7 @@ from tests.k8s.generic import (
 )
 from tests.k8s.manifests import (
     KUSTOMIZATION_NAMES,
+    OVERLAYS,
     REPO,
     Bundle,
     Doc,
@@ -36,7 +37,7 @@ from tests.k8s.manifests import (
     manifest_files,
     pod_template,
     referenced_files,
-    render,
+    rendered_overlay,
 )
 from tests.k8s.schemas import (
     CrdRegistry,
@@ -60,11 +61,7 @@ from tests.k8s.validator import (
     streamrec_runs,
 )
 
-RENDERED = {
-    "local": ["k8s/overlays/local"],
-    # The GPU overlay is applied together with the cluster-scoped Karpenter pools it relies on.
-    "gpu": ["k8s/overlays/gpu", "keda/karpenter"],
-}
+RENDERED = OVERLAYS
 
 
 def _fmt(errors: list[str]) -> str:
@@ -107,15 +104,10 @@ def source_bundle(resource_docs: list[Doc]) -> Bundle:
     return Bundle(copy.deepcopy(resource_docs))
 
 
-_RENDER_CACHE: dict[str, list[Doc]] = {}
-
-
 def _rendered(name: str) -> list[Doc]:
     if kustomize_command() is None:
         pytest.skip("neither kustomize nor kubectl is installed: overlays not rendered")
-    if name not in _RENDER_CACHE:
-        _RENDER_CACHE[name] = [d for path in RENDERED[name] for d in render(REPO / path)]
-    return _RENDER_CACHE[name]
+    return rendered_overlay(name)
 
 
 def _replace(bundle: Bundle, kind: str, name: str, obj: dict) -> None:
@@ -392,8 +384,19 @@ def test_identity_check_rejects_bad_names_and_misplaced_namespaces(registry: Crd
 def test_checks_see_every_streamrec_command_the_manifests_run(source_bundle: Bundle) -> None:
     """The CLI, settings and write checks above have something to check: each streamrec workload's command."""
     argvs = [argv for run in streamrec_runs(source_bundle) for argv in run.invocations]
-    seen = {" ".join(a[:2]) if a[0] in ("serve", "features", "train") else a[0] for a in argvs if a}
-    assert {"worker", "api", "archive", "serve prepare", "features apply", "train finetune"} <= seen, seen
+    seen = {
+        " ".join(a[:2]) if a[0] in ("serve", "features", "train", "catalog") else a[0] for a in argvs if a
+    }
+    expected = {
+        "worker",
+        "api",
+        "archive",
+        "serve prepare",
+        "features apply",
+        "train finetune",
+        "catalog snapshot",
+    }
+    assert expected | {"catalog-sync"} <= seen, seen
 
 
 def test_local_overlay_is_cpu_only_and_single_broker() -> None:
@@ -444,12 +447,16 @@ def test_gpu_overlay_wires_gpus_and_autoscaling() -> None:
 
 
 def test_topics_match_kafka_settings_defaults(resource_docs: list[Doc]) -> None:
+    from streamrec.catalog.settings import CatalogSettings
     from streamrec.settings import KafkaSettings
 
-    fields = KafkaSettings.model_fields
     expected = {
-        fields[f"{role}_topic"].default: fields[f"{role}_partitions"].default
-        for role in ("interactions", "recommendations", "dlq")
+        cls.model_fields[f"{role}_topic"].default: cls.model_fields[f"{role}_partitions"].default
+        for cls, roles in (
+            (KafkaSettings, ("interactions", "recommendations", "dlq")),
+            (CatalogSettings, ("items", "users", "dlq")),
+        )
+        for role in roles
     }
     topics = {
         (d.obj["spec"].get("topicName") or d.name): d.obj["spec"]["partitions"]
@@ -569,15 +576,13 @@ def test_broken_scaled_object_is_rejected(registry: CrdRegistry, source_bundle: 
     so3 = _obj(source_bundle, "ScaledObject", "archiver")
     so3["spec"]["scaleTargetRef"]["name"] = "archivr"
     so3["spec"]["triggers"][0]["metadata"]["topic"] = "interaction"
-    so3["spec"]["triggers"][0]["metadata"]["bootstrapServers"] = (
-        "streamrec-kafka-bootstrap:9092"  # plain, tls on
-    )
+    so3["spec"]["triggers"][0]["metadata"]["tls"] = "disable"  # the listener is TLS
     so3["spec"]["triggers"][0]["authenticationRef"]["name"] = "kafka-tls-typo"
     _replace(source_bundle, "ScaledObject", "archiver", so3)
     errors = _fmt(check_scaled_objects(source_bundle) + check_references(source_bundle))
     assert "scaleTargetRef Deployment/archivr names no Deployment" in errors
     assert "topic 'interaction' is not defined by a KafkaTopic" in errors
-    assert "tls='enable' but listener 'plain' tls=False" in errors
+    assert "tls='disable' but listener 'tls' tls=True" in errors
     assert "authenticationRef 'kafka-tls-typo' names no TriggerAuthentication" in errors
 
 

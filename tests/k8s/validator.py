@@ -49,6 +49,7 @@ STREAMREC_IMAGES = (
 WRITES: dict[tuple[str, ...], list[tuple[str, str, str]]] = {
     ("worker",): [("StreamsSettings", "data_dir", "dir")],
     ("archive",): [("PathsSettings", "archive_root", "dir")],
+    ("catalog", "snapshot"): [("PathsSettings", "archive_root", "dir")],
     ("train",): [
         ("PathsSettings", "export_root", "dir"),
         ("TrainerSettings", "cache_dir", "dir"),
@@ -64,6 +65,8 @@ WRITES: dict[tuple[str, ...], list[tuple[str, str, str]]] = {
 BINDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("api",): ("ApiSettings", "host", "port"),
     ("worker",): ("StreamsSettings", "web_host", "web_port"),
+    ("archive",): ("ConsumersSettings", "archiver_metrics_host", "archiver_metrics_port"),
+    ("catalog-sync",): ("ConsumersSettings", "catalog_sync_metrics_host", "catalog_sync_metrics_port"),
 }
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _SHELL_SEPARATORS = {";", "&&", "||", "|", "&", "(", ")"}
@@ -414,12 +417,14 @@ def _bootstrap_listener(bundle: Bundle, servers: str) -> dict[str, Any] | str:
 
 def check_scaled_objects(bundle: Bundle) -> list[str]:
     """Kafka scalers: the topic is a KafkaTopic, maxReplicaCount <= its partitions (more consumers than
-    partitions sit idle), and the bootstrap address names a listener with the TLS setting the scaler uses."""
+    partitions sit idle), the bootstrap address names a listener with the TLS setting the scaler uses, and on
+    a SCRAM listener the scaler logs in as a SCRAM KafkaUser."""
     errors = []
     for so in bundle.of("ScaledObject"):
         spec = so.obj["spec"]
         high = spec.get("maxReplicaCount", 100)
-        for meta in (t.get("metadata") or {} for t in spec.get("triggers") or [] if t.get("type") == "kafka"):
+        for trigger in (t for t in spec.get("triggers") or [] if t.get("type") == "kafka"):
+            meta = trigger.get("metadata") or {}
             topic = topics(bundle).get(meta.get("topic", ""))
             partitions = topic.obj["spec"].get("partitions") if topic else None
             if topic is None:
@@ -436,7 +441,35 @@ def check_scaled_objects(bundle: Bundle) -> list[str]:
                 errors.append(
                     f"{so.where}: tls={meta.get('tls')!r} but listener {listener.get('name')!r} tls={tls}"
                 )
+            elif (listener.get("authentication") or {}).get("type") == "scram-sha-512":
+                auth = (trigger.get("authenticationRef") or {}).get("name", "")
+                errors += [f"{so.where}: {p}" for p in _keda_scram_problems(bundle, meta, auth)]
     return errors
+
+
+def _keda_scram_problems(bundle: Bundle, meta: dict[str, Any], auth: str) -> list[str]:
+    """A SCRAM listener: the trigger asks for scram_sha512 and its TriggerAuthentication supplies the user
+    name of a KafkaUser (from a ConfigMap) and its password (from the Secret the User Operator generates)."""
+    if meta.get("sasl") != "scram_sha512":
+        return [
+            f"sasl={meta.get('sasl')!r}, but the listener authenticates with SCRAM-SHA-512 (scram_sha512)"
+        ]
+    ta = bundle.get("TriggerAuthentication", auth)
+    if ta is None:
+        return ["no TriggerAuthentication supplies the SCRAM user name and password"]
+    params = {
+        r["parameter"]: (kind, r["name"], r["key"])
+        for kind, key in (("Secret", "secretTargetRef"), ("ConfigMap", "configMapTargetRef"))
+        for r in ta.obj["spec"].get(key) or []
+    }
+    kind, name, key = params.get("username", ("", "", ""))
+    cm = bundle.get("ConfigMap", name) if kind == "ConfigMap" else None
+    user = str(((cm.obj.get("data") if cm else None) or {}).get(key, ""))
+    if bundle.get("KafkaUser", user) is None:
+        return [f"{ta.where}: the user name ({kind or 'none'} {name!r}: {user!r}) is no KafkaUser"]
+    if params.get("password") != ("Secret", user, "password"):
+        return [f"{ta.where}: the password is not key 'password' of the Secret {user!r} of its KafkaUser"]
+    return []
 
 
 def check_settings_consistency(bundle: Bundle, configmap: str = "streamrec-config") -> list[str]:
@@ -460,21 +493,41 @@ def check_settings_consistency(bundle: Bundle, configmap: str = "streamrec-confi
     rf, kafkas = data.get("STREAMREC_KAFKA_REPLICATION_FACTOR"), bundle.of("Kafka")
     if rf is not None and kafkas and int(rf) > brokers(bundle, kafkas[0].name):
         errors.append(f"{cm.where}: STREAMREC_KAFKA_REPLICATION_FACTOR={rf} exceeds the brokers")
-    if "KAFKA_BOOTSTRAP_SERVERS" in data:
-        listener = _bootstrap_listener(bundle, data["KAFKA_BOOTSTRAP_SERVERS"])
-        if isinstance(listener, str):
-            errors.append(f"{cm.where}: KAFKA_BOOTSTRAP_SERVERS: {listener}")
-        elif (
-            listener.get("tls") and data.get("STREAMREC_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") == "PLAINTEXT"
-        ):
-            errors.append(
-                f"{cm.where}: KAFKA_BOOTSTRAP_SERVERS points at a TLS listener but clients use PLAINTEXT"
-            )
+    for client in bundle.of("ConfigMap"):
+        errors += [
+            f"{client.where}: {p}" for p in _kafka_client_problems(bundle, client.obj.get("data") or {})
+        ]
     if "TRITON_URL" in data:
         host = re.sub(r"^\w+://", "", data["TRITON_URL"]).split(":")[0].split("/")[0]
         if bundle.get("Service", host.split(".")[0]) is None:
             errors.append(f"{cm.where}: TRITON_URL host {host!r} is no Service")
     return errors
+
+
+def _kafka_client_problems(bundle: Bundle, data: dict[str, str]) -> list[str]:
+    """Client settings (a ConfigMap with KAFKA_BOOTSTRAP_SERVERS) that fit the listener they point at: TLS
+    with the cluster CA on a TLS listener, SASL with the listener's SCRAM mechanism."""
+    if "KAFKA_BOOTSTRAP_SERVERS" not in data:
+        return []
+    listener = _bootstrap_listener(bundle, data["KAFKA_BOOTSTRAP_SERVERS"])
+    if isinstance(listener, str):
+        return [f"KAFKA_BOOTSTRAP_SERVERS: {listener}"]
+    protocol = data.get("STREAMREC_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    name, problems = listener.get("name"), []
+    if listener.get("tls") and protocol not in ("SSL", "SASL_SSL"):
+        problems.append(f"KAFKA_BOOTSTRAP_SERVERS points at TLS listener {name!r} but clients use {protocol}")
+    if listener.get("tls") and not data.get("STREAMREC_KAFKA_SSL_CA_LOCATION"):
+        problems.append(
+            f"listener {name!r} is TLS with the cluster CA, but STREAMREC_KAFKA_SSL_CA_LOCATION is unset"
+        )
+    if (listener.get("authentication") or {}).get("type") == "scram-sha-512" and (
+        not protocol.startswith("SASL_") or data.get("STREAMREC_KAFKA_SASL_MECHANISM") != "SCRAM-SHA-512"
+    ):
+        problems.append(
+            f"listener {name!r} authenticates with SCRAM-SHA-512, but clients use {protocol} with mechanism "
+            f"{data.get('STREAMREC_KAFKA_SASL_MECHANISM')!r}"
+        )
+    return problems
 
 
 def check_project(bundle: Bundle) -> list[str]:
