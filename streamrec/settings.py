@@ -81,6 +81,12 @@ class KafkaSettings(ComponentSettings):
     )
     delivery_timeout_ms: int = Field(30_000, ge=1000, description="Give up delivering a message after this.")
     max_event_bytes: int = Field(16_384, ge=256, description="Larger interaction payloads are rejected.")
+    max_future_skew_s: float = Field(
+        300.0,
+        ge=0,
+        description="Interaction events stamped more than this ahead of the reader's clock (a consumer: the broker's"
+        " append time) are rejected, by the API with a 422 and by the worker and the archiver to the DLQ.",
+    )
     security_protocol: SecurityProtocol = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (TLS + SASL), for every client."
     )

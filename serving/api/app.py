@@ -29,7 +29,7 @@ from serving.api.services import Services, default_services
 from serving.api.settings import ApiGuardSettings, UiSettings
 from serving.settings import ApiSettings, ServingSettings
 from streamrec.schemas.events import ID_PATTERN
-from streamrec.settings import FeastSettings
+from streamrec.settings import FeastSettings, KafkaSettings
 
 __all__ = ["Services", "create_app"]
 
@@ -53,6 +53,7 @@ def create_app(
         limits=Limits(default_k=serving.default_k, max_k=serving.max_k, max_exclude_ids=settings.max_exclude_ids),
         ui=ui_settings,
         guard=guard,
+        max_future_skew_s=KafkaSettings.load().max_future_skew_s,
     )
 
     @asynccontextmanager

@@ -17,6 +17,7 @@ from serving.api.ratelimit import RateLimiter, retry_after_header
 from serving.api.services import Metrics, Services
 from serving.api.settings import ApiGuardSettings, UiSettings
 from serving.settings import ApiSettings
+from streamrec.schemas.codec import DEFAULT_MAX_FUTURE_SKEW
 from streamrec.security import ApiKeyVerifier
 
 #: Verified keys remembered (by their sha256) so a pbkdf2-stored key is derived once, not on every request.
@@ -31,6 +32,7 @@ class ApiContext:
     limits: Limits
     ui: UiSettings
     guard: ApiGuardSettings = field(default_factory=ApiGuardSettings)
+    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW.total_seconds()  # events further ahead are a 422
     metrics: Metrics = field(default_factory=Metrics)
     services: Services | None = None  # set by the lifespan (clients are created inside the event loop)
     hub: RecommendationHub | None = None  # set by the lifespan when the services have a live feed

@@ -95,7 +95,7 @@ async def post_events(
     events = []
     for i, item in enumerate(items):
         try:
-            events.append(validate_interaction(item))
+            events.append(validate_interaction(item, max_future_skew=context.max_future_skew_s))
         except InvalidEventError as exc:
             where = f"[{i}].{exc.field}" if isinstance(data, list) else exc.field
             raise ApiError(422, where, exc.reason) from None
