@@ -21,6 +21,7 @@ from serving_common import ITEM_VIEW, dump, feast_repo, git_rev, machine, percen
 
 from serving.pipeline.contract import FILTERED_CANDIDATES, ITEM_CONTENT
 from serving.pipeline.export import ExportReader
+from serving.pipeline.live_catalog import export_catalog
 from serving.pipeline.stages.item_features import ItemFeatureCache, ItemFeatureStage
 from serving.pipeline.stores import open_feature_store
 from streamrec.features import FEAST_ITEM_ENTITY_KEY
@@ -43,7 +44,7 @@ def main() -> None:
         repo = feast_repo(work / "repo", redis_url, project, export, with_items=True)
         store = open_feature_store(repo, redis_url)
         features = [f"{ITEM_VIEW}:category_idx", f"{ITEM_VIEW}:content"]
-        stage = ItemFeatureStage(ItemFeatureCache(export.items))
+        stage = ItemFeatureStage(ItemFeatureCache(export_catalog(export)))
         rng = np.random.default_rng(1)
         n_items = export.metadata.n_items
         per_item, batched, cached = [], [], []

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from streamrec.catalog.live import DEFAULT_PREFIX
 from streamrec.settings import ComponentSettings
 
 
@@ -32,6 +33,22 @@ class ServingSettings(ComponentSettings):
     store_timeout_s: float = Field(0.1, gt=0, description="Socket timeout of the Bloom check's Redis calls.")
     store_retry_s: float = Field(2.0, gt=0, description="After a store failure, pass through this long, then retry.")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per stage instance.")
+    live_catalog_enabled: bool = Field(
+        True,
+        description=(
+            "Follow the live catalog of the served export version in Redis: added items become retrievable and "
+            "unavailable ones are masked in place (off: the export's items only, all available)."
+        ),
+    )
+    live_catalog_prefix: str = Field(
+        DEFAULT_PREFIX, min_length=1, description="Key prefix the catalog sync publishes the live catalog under."
+    )
+    live_catalog_block_ms: int = Field(
+        100, ge=1, le=10_000, description="Longest wait of one read of the live catalog's change stream (XREAD BLOCK)."
+    )
+    live_catalog_timeout_s: float = Field(
+        5.0, gt=0, description="Socket timeout of the live catalog's reads, on top of the blocking wait."
+    )
     layout: Literal["fused", "ensemble"] = Field(
         "fused",
         description=(

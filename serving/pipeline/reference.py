@@ -14,6 +14,7 @@ import numpy as np
 
 from serving.pipeline.config import StageConfig
 from serving.pipeline.export import ExportReader
+from serving.pipeline.live_catalog import close_catalog
 from serving.pipeline.stage import Stage, Tensors
 from serving.pipeline.stages import STAGES, build_stage
 from serving.pipeline.warmup import warm_batch, warm_up
@@ -87,6 +88,10 @@ class ReferencePipeline:
     def recommend(self, request: RecommendRequest) -> RecommendResult:
         return self.recommend_many([request])[0]
 
+    def close(self) -> None:
+        """Stop following the live catalog."""
+        close_catalog(self.export)
+
 
 def pipeline_answers() -> tuple[TensorSpec, ...]:
     """What the ensemble and the fused model answer: the results, then every stage's timing."""
@@ -111,6 +116,9 @@ class PipelineStage(Stage):
     @classmethod
     def answers(cls) -> tuple[TensorSpec, ...]:
         return cls.outputs  # the stages' own timings, no timing of the whole
+
+    def close(self) -> None:
+        self.pipeline.close()
 
     def run(self, batch: Mapping[str, np.ndarray]) -> Tensors:
         space = self.pipeline.run(dict(batch))

@@ -17,6 +17,7 @@ import numpy as np
 
 from serving.pipeline.config import STAGE_CONFIG_FILE, StageConfig
 from serving.pipeline.export import ExportReader
+from serving.pipeline.live_catalog import close_catalog
 from serving.pipeline.reference import PipelineStage
 from serving.pipeline.stage import Stage
 from serving.pipeline.stages import build_stage, stage_of_model
@@ -37,9 +38,9 @@ def instance_device(args: dict[str, str]) -> str:
     return "cpu"
 
 
-def load_stage(model_name: str, config: StageConfig) -> Stage:
+def load_stage(model_name: str, config: StageConfig, export: ExportReader | None = None) -> Stage:
     """The warmed-up stage a Triton model of this name runs."""
-    export = ExportReader(config.export_dir, config.device)
+    export = export or ExportReader(config.export_dir, config.device)
     stage_name = stage_of_model(model_name)
     if stage_name is None:
         return PipelineStage.from_config(config, export)  # warms every stage itself
@@ -65,7 +66,8 @@ class TritonPythonModel:
         model_config = json.loads(args["model_config"])
         path = stage_config_path(args["model_repository"], args["model_name"], args["model_version"])
         config = StageConfig.read(path).model_copy(update={"device": instance_device(args)})
-        self.stage: Stage = load_stage(args["model_name"], config)
+        self.export = ExportReader(config.export_dir, config.device)
+        self.stage: Stage = load_stage(args["model_name"], config, self.export)
         self.input_names = self.stage.input_names()
         gc.freeze()  # the loaded models and caches are long-lived: keep them out of the collector's full scans
         self.output_types = {
@@ -97,4 +99,6 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
+        self.stage.close()
+        close_catalog(self.export)  # the live catalog's follower of a per-stage model
         self.stage = None  # type: ignore[assignment]

@@ -55,6 +55,9 @@ class Stage:
     def warmup(self) -> None:
         """Pay one-time costs (imports, connections, first TorchScript call) before the first request."""
 
+    def close(self) -> None:
+        """Release what the stage started (the fused pipeline: the live catalog's follower)."""
+
     def timed(self, batch: Mapping[str, np.ndarray]) -> Tensors:
         """Run and add the stage's timing tensor (FP32 [B, 1]): its own time in milliseconds."""
         start = time.perf_counter()

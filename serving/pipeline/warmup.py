@@ -7,8 +7,8 @@ import numpy as np
 
 from serving.pipeline import contract as c
 from serving.pipeline.export import ExportReader
+from serving.pipeline.live_catalog import export_catalog
 from serving.pipeline.stage import Stage, Tensors
-from serving.pipeline.stages.item_features import ItemFeatureCache
 from serving.settings import ServingSettings
 from streamrec.pipeline_client import RecommendRequest, request_arrays
 
@@ -19,7 +19,8 @@ def warm_batch(export: ExportReader, serving: ServingSettings) -> Tensors:
     n = min(serving.retrieval_candidates, export.metadata.n_items)
     cand = np.zeros((1, serving.retrieval_candidates), dtype=np.int64)
     cand[0, :n] = np.arange(1, n + 1)
-    category, content = ItemFeatureCache(export.items).lookup(cand)
+    snap = export_catalog(export).snapshot
+    category, content = snap.category_of(cand), snap.content_of(cand)
     batch = request_arrays([RecommendRequest(user_id=None, timestamp_ms=1_767_225_600_000)])
     batch.update(
         {

@@ -209,3 +209,83 @@ def keep_asking(
         stop.set()
         for thread in threads:
             thread.join()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 15.0, every_s: float = 0.05) -> float:
+    """Seconds until ``condition()`` held; fails the test if it never did within ``timeout_s``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout_s:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        time.sleep(every_s)
+    return time.monotonic() - start
+
+
+def check_live_catalog(client: Any, reference: Any, redis_url: str, unique_id: str) -> dict[str, float]:
+    """Publish live-catalog entries for the served export as the catalog sync would and follow them in the
+    answers of ``client`` (Triton) and of ``reference`` (same export, same Redis, its own follower):
+
+    * an added item whose vector matches a user's query far better than any other, with the content of that
+      user's top item, appears in the answer (its category's items, all of them asked for) and is retrieved
+      first; answers equal the reference's;
+    * an export item that was in the answer, made unavailable, is gone; the added item made unavailable too;
+    * both made available again / left masked, so later tests see the export as it was.
+
+    Returns the seconds each change took to show in Triton's answers."""
+    import numpy as np
+    import redis
+
+    from serving.pipeline.contract import CANDIDATES, QUERY
+    from streamrec.catalog.live import LiveCatalogWriter, LiveItem, LiveKeys, LiveVectors
+    from streamrec.pipeline_client import RecommendOptions, RecommendRequest, request_arrays
+
+    export = reference.export
+    items = export.items
+    request = RecommendRequest(
+        user_id=export.id_maps.user_ids[5], k=10, device="mobile", timestamp_ms=1_764_000_000_000
+    )
+    before = client.recommend(request)
+    assert before.source == "triton", before.fallback_reason
+    top_id = before.items[0]
+    top = export.item_index[top_id]
+    query = reference.run(request_arrays([request]))[QUERY.name][0]
+    big = float(np.linalg.norm(items.embeddings, axis=1).max()) * 10
+    vec = LiveVectors(query * big, items.dense[top - 1], items.text[top - 1], items.image[top - 1])
+    category = int(items.category_idx[top - 1])
+    in_category = RecommendRequest(
+        request.user_id,
+        100,
+        request.device,
+        request.timestamp_ms,
+        RecommendOptions(include_categories=(export.id_maps.categories[category],)),
+    )
+    new_id = f"live-{unique_id}"
+    keys = LiveKeys.for_version(export.version)
+    redis_client = redis.Redis.from_url(redis_url)
+    writer = LiveCatalogWriter(redis_client, keys, export.metadata.n_items)
+    delays: dict[str, float] = {}
+    try:
+        new_index = writer.index_for(new_id)
+        assert new_index > export.metadata.n_items
+        writer.publish([LiveItem(new_id, new_index, True, 1, category, vec)])
+        delays["added"] = wait_until(lambda: new_id in client.recommend(in_category).items)
+        wait_until(lambda: new_id in reference.recommend(in_category).items)
+        retrieved = reference.stage("retrieval").run({QUERY.name: query[None, :]})[CANDIDATES.name][0]
+        assert retrieved[0] == new_index
+        for r in (request, in_category):
+            assert client.recommend(r).items == reference.recommend(r).items, r
+
+        writer.publish([LiveItem(top_id, top, False, 2), LiveItem(new_id, new_index, False, 2)])
+        delays["unavailable"] = wait_until(
+            lambda: top_id not in client.recommend(request).items and new_id not in client.recommend(in_category).items
+        )
+        wait_until(lambda: top_id not in reference.recommend(request).items)
+        after = client.recommend(request)
+        assert after.source == "triton" and len(after.items) == 10 and after.items == reference.recommend(request).items
+        assert not {top_id, new_id} & set(client.recommend(in_category).items)
+    finally:
+        writer.publish([LiveItem(top_id, top, True, 3)])  # the added item stays masked: never returned again
+        wait_until(lambda: client.recommend(request).items == before.items)
+        wait_until(lambda: reference.recommend(request).items == before.items)
+        redis_client.close()
+    return delays

@@ -26,7 +26,7 @@ from streamrec.pipeline_client import (
 )
 from streamrec.security import hash_api_key
 from streamrec.settings import BloomSettings, FeastSettings, TritonSettings
-from tests.serving.conftest import keep_asking, make_config, push_user_features, train_version
+from tests.serving.conftest import check_live_catalog, keep_asking, make_config, push_user_features, train_version
 
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 
@@ -155,6 +155,13 @@ def test_filters_and_exclusions_hold(served: dict[str, Any]) -> None:
         RecommendRequest(user_id=None, k=10, options=RecommendOptions(include_categories=("no-such",)))
     )
     assert none.items == [] and none.source == "triton"
+
+
+def test_every_stage_follows_the_live_catalog_in_place(served: dict[str, Any], stack: Any, unique_id: str) -> None:
+    """Each stage's process follows the live catalog itself: an added item reaches retrieval, the Bloom check,
+    the filters, the item features and the answer; an unavailable one leaves it, without a reload."""
+    delays = check_live_catalog(served["client"], served["reference"], stack.redis.effective_url, unique_id)
+    assert set(delays) == {"added", "unavailable"}
 
 
 def test_hot_reload_under_load_fails_no_request(

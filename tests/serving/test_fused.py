@@ -17,7 +17,7 @@ from serving.settings import ServingSettings
 from streamrec import artifacts as art
 from streamrec.pipeline_client import PipelineClient, RecommendOptions, RecommendRequest
 from streamrec.settings import BloomSettings, FeastSettings, TritonSettings
-from tests.serving.conftest import keep_asking, make_config, train_version
+from tests.serving.conftest import check_live_catalog, keep_asking, make_config, train_version
 
 T0 = 1_764_000_000_000
 
@@ -99,6 +99,23 @@ def test_fused_layout_equals_reference_and_replaces_the_ensemble(
     # A second prepare with nothing new changes nothing.
     again = switch("fused")
     assert not again.changed and again.slot == result.slot
+
+
+def test_fused_layout_follows_the_live_catalog_in_place(
+    switch: Any, stack: Any, triton: TritonSettings, export_root: Path, feast_repo: tuple[Path, str], unique_id: str
+) -> None:
+    """An item published into the live catalog shows in the fused model's answers within seconds, an item made
+    unavailable leaves them: no reload, the same slot serving throughout."""
+    serving = switch("fused")
+    reference = ReferencePipeline(make_config(art.current_dir(export_root), stack.redis.effective_url, *feast_repo))
+    client = PipelineClient(triton, export_root=export_root)
+    try:
+        delays = check_live_catalog(client, reference, stack.redis.effective_url, unique_id)
+    finally:
+        client.close()
+        reference.close()
+    assert switch("fused").slot == serving.slot
+    assert set(delays) == {"added", "unavailable"}
 
 
 def test_fused_hot_reload_under_load_fails_no_request(

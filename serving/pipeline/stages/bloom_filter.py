@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
 from serving.pipeline.config import StageConfig
 from serving.pipeline.contract import BLOOM_CANDIDATES, BLOOM_FLAGS, CANDIDATES
 from serving.pipeline.export import ExportReader
+from serving.pipeline.live_catalog import LiveCatalog, process_catalog
 from serving.pipeline.stage import Stage, Tensors, flag_column, text_column
 from serving.pipeline.stores import BloomChecker
 from streamrec.errors import StoreUnavailableError
@@ -18,15 +19,16 @@ from streamrec.pipeline_client import BLOOM_UNAVAILABLE, FLAG_BITS, USER_ID
 
 class BloomStage(Stage):
     """One BF.MEXISTS per user, one round trip per batch. If the store is unreachable (or switched off),
-    candidates pass through unchanged and the request is flagged."""
+    candidates pass through unchanged and the request is flagged. Item ids come from the live catalog's
+    snapshot; an index it does not hold yet is dropped."""
 
     name = "bloom_filter"
     inputs = (USER_ID, CANDIDATES)
     outputs = (BLOOM_CANDIDATES, BLOOM_FLAGS)
 
-    def __init__(self, checker: BloomChecker | None, item_ids: Sequence[str]) -> None:
+    def __init__(self, checker: BloomChecker | None, catalog: LiveCatalog) -> None:
         self.checker = checker
-        self.item_ids = np.array(["", *item_ids], dtype=object)
+        self.catalog = catalog
 
     @classmethod
     def from_config(cls, config: StageConfig, export: ExportReader) -> BloomStage:
@@ -36,7 +38,7 @@ class BloomStage(Stage):
             if s.bloom_enabled
             else None
         )
-        return cls(checker, export.id_maps.item_ids)
+        return cls(checker, process_catalog(config, export))
 
     def warmup(self) -> None:
         if self.checker is not None:
@@ -46,6 +48,8 @@ class BloomStage(Stage):
     def run(self, batch: Mapping[str, np.ndarray]) -> Tensors:
         users = text_column(batch[USER_ID.name])
         candidates = np.array(batch[CANDIDATES.name], dtype=np.int64, copy=True)
+        snap = self.catalog.snapshot
+        candidates[~snap.known(candidates)] = 0  # an index this process has not received yet: unknown
         flags = flag_column(len(users))
         rows = [i for i, u in enumerate(users) if u]
         if rows and self.checker is None:
@@ -53,7 +57,7 @@ class BloomStage(Stage):
         elif rows and self.checker is not None:
             positions = [np.flatnonzero(candidates[i] > 0) for i in rows]
             requests = [
-                (users[i], list(self.item_ids[candidates[i, pos]])) for i, pos in zip(rows, positions, strict=True)
+                (users[i], list(snap.item_ids_of(candidates[i, pos]))) for i, pos in zip(rows, positions, strict=True)
             ]
             try:
                 seen = self.checker.contains(requests)

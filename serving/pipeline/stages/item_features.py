@@ -1,4 +1,5 @@
-"""The candidates' ranker features from an in-memory copy of the export's item arrays (no per-item lookups)."""
+"""The candidates' ranker features from in-memory copies of the item arrays (no per-item lookups): the export's,
+plus the rows of the items the live catalog added."""
 
 from __future__ import annotations
 
@@ -9,24 +10,22 @@ import numpy as np
 from serving.pipeline.config import StageConfig
 from serving.pipeline.contract import FILTERED_CANDIDATES, ITEM_CATEGORY, ITEM_CONTENT
 from serving.pipeline.export import ExportReader
+from serving.pipeline.live_catalog import LiveCatalog, process_catalog
 from serving.pipeline.stage import Stage, Tensors
-from streamrec import artifacts as art
 
 
 class ItemFeatureCache:
-    """Every item's ranker features in memory, row = item index (row 0 zeros): a lookup is one numpy gather."""
+    """Every item's ranker features in memory, row = item index (row 0 zeros): a lookup is one numpy gather
+    over the export's rows (and one more over the added items' rows when the batch holds any). An index the
+    live catalog's snapshot does not hold yet reads as the unknown item (category 0, zero content)."""
 
-    def __init__(self, items: art.ItemArrays) -> None:
-        n = len(items.category_idx)
-        content = np.concatenate([items.dense, items.text, items.image], axis=1).astype(np.float32)
-        self.category = np.concatenate([[0], items.category_idx]).astype(np.int64)
-        self.content = np.vstack([np.zeros((1, content.shape[1]), np.float32), content])
-        self.widths = (items.dense.shape[1], items.text.shape[1], items.image.shape[1])
-        self.n_items = n
+    def __init__(self, catalog: LiveCatalog) -> None:
+        self.catalog = catalog
 
     def lookup(self, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """item_idx Long[B, N] -> (category Long[B, N], content Float[B, N, Q + T + I])."""
-        return self.category[item_idx], self.content[item_idx]
+        snap = self.catalog.snapshot
+        return snap.category_of(item_idx), snap.content_of(item_idx)
 
 
 class ItemFeatureStage(Stage):
@@ -39,7 +38,7 @@ class ItemFeatureStage(Stage):
 
     @classmethod
     def from_config(cls, config: StageConfig, export: ExportReader) -> ItemFeatureStage:
-        return cls(ItemFeatureCache(export.items))
+        return cls(ItemFeatureCache(process_catalog(config, export)))
 
     def run(self, batch: Mapping[str, np.ndarray]) -> Tensors:
         category, content = self.cache.lookup(np.asarray(batch[FILTERED_CANDIDATES.name], dtype=np.int64))

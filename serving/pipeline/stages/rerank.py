@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from serving.pipeline.catalog_snapshot import CatalogSnapshot
 from serving.pipeline.config import StageConfig
 from serving.pipeline.contract import (
     BLOOM_FLAGS,
@@ -26,6 +27,7 @@ from serving.pipeline.contract import (
     RANK_SCORES,
 )
 from serving.pipeline.export import ExportReader
+from serving.pipeline.live_catalog import LiveCatalog, process_catalog
 from serving.pipeline.stage import Stage, Tensors, int_column, options_column
 from streamrec.pipeline_client import (
     FLAG_BITS,
@@ -90,8 +92,7 @@ class RerankStage(Stage):
 
     def __init__(
         self,
-        item_ids: Sequence[str],
-        embeddings: np.ndarray,
+        catalog: LiveCatalog,
         version: str,
         *,
         diversity: float = 0.0,
@@ -100,10 +101,7 @@ class RerankStage(Stage):
         mmr_pool: int = 50,
         max_k: int = 100,
     ) -> None:
-        self.item_ids = np.array(["", *item_ids], dtype=object)
-        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-        unit = embeddings / np.maximum(norms, 1e-12)
-        self.embeddings = np.vstack([np.zeros((1, embeddings.shape[1])), unit]).astype(np.float32)
+        self.catalog = catalog
         self.version = version
         self.diversity = diversity
         self.max_per_category = max_per_category
@@ -115,8 +113,7 @@ class RerankStage(Stage):
     def from_config(cls, config: StageConfig, export: ExportReader) -> RerankStage:
         s = config.serving
         return cls(
-            export.id_maps.item_ids,
-            export.items.embeddings,
+            process_catalog(config, export),
             export.version,
             diversity=s.diversity,
             max_per_category=s.max_per_category,
@@ -126,10 +123,17 @@ class RerankStage(Stage):
         )
 
     def rerank_row(
-        self, cand: np.ndarray, logits: np.ndarray, cats: np.ndarray, k: int, opts: RecommendOptions
+        self,
+        snap: CatalogSnapshot,
+        cand: np.ndarray,
+        logits: np.ndarray,
+        cats: np.ndarray,
+        k: int,
+        opts: RecommendOptions,
     ) -> tuple[list[int], list[float], bool]:
-        """-> (item indices, probabilities, sampled?) for one request."""
-        valid = np.flatnonzero((cand > 0) & np.isfinite(logits))
+        """-> (item indices, probabilities, sampled?) for one request. Only items the snapshot holds as
+        available qualify: the last check before the answer, whatever the earlier stages' snapshots said."""
+        valid = np.flatnonzero(snap.servable(cand) & np.isfinite(logits))
         if len(valid) == 0 or k <= 0:
             return [], [], False
         diversity = self.diversity if opts.diversity is None else min(max(opts.diversity, 0.0), 1.0)
@@ -145,7 +149,7 @@ class RerankStage(Stage):
             sampled = True
         if diversity > 0:
             pool = ranked[: max(self.mmr_pool, 3 * k)]
-            ranked = pool[mmr_order(logits[pool], self.embeddings[cand[pool]], len(pool), diversity)]
+            ranked = pool[mmr_order(logits[pool], snap.unit_of(cand[pool]), len(pool), diversity)]
         chosen = [int(p) for p in cap_per_category(list(ranked), cats, cap, k)]
         return [int(cand[p]) for p in chosen], [float(v) for v in sigmoid(logits[chosen])], sampled
 
@@ -159,9 +163,10 @@ class RerankStage(Stage):
             | np.asarray(batch[FEATURE_FLAGS.name])
             | np.asarray(batch[BLOOM_FLAGS.name])
         ).astype(np.int32)
+        snap = self.catalog.snapshot
         rows = []
         for row, opts in enumerate(options_column(batch[OPTIONS.name])):
-            items, probs, sampled = self.rerank_row(cands[row], logits[row], cats[row], int(ks[row]), opts)
+            items, probs, sampled = self.rerank_row(snap, cands[row], logits[row], cats[row], int(ks[row]), opts)
             if sampled:
                 flags[row, 0] |= FLAG_BITS[SAMPLED]
             rows.append((items, probs))
@@ -169,7 +174,7 @@ class RerankStage(Stage):
         ids = np.full((len(rows), width), b"", dtype=object)
         scores = np.full((len(rows), width), np.nan, dtype=np.float32)
         for row, (items, probs) in enumerate(rows):
-            ids[row, : len(items)] = [str(v).encode() for v in self.item_ids[items]]
+            ids[row, : len(items)] = [str(v).encode() for v in snap.item_ids_of(np.array(items, dtype=np.int64))]
             scores[row, : len(probs)] = probs
         version = np.full((len(rows), 1), self.version.encode(), dtype=object)
         return {ITEM_IDS.name: ids, ITEM_SCORES.name: scores, MODEL_VERSION.name: version, FLAGS.name: flags}

@@ -1,4 +1,5 @@
-"""Top-N items by inner product with the query: FAISS on CPU, exact torch top-k on a GPU instance."""
+"""Top-N items by inner product with the query: FAISS on CPU, exact torch top-k on a GPU instance; items added
+by the live catalog searched exactly beside the export's index, unavailable items masked out of both."""
 
 from __future__ import annotations
 
@@ -7,50 +8,134 @@ from typing import Any
 
 import numpy as np
 
+from serving.pipeline.catalog_snapshot import CatalogSnapshot
 from serving.pipeline.config import StageConfig
 from serving.pipeline.contract import CANDIDATES, QUERY
 from serving.pipeline.export import ExportReader
+from serving.pipeline.live_catalog import LiveCatalog, process_catalog
 from serving.pipeline.stage import Stage, Tensors
 
 
+def masked_search_params(index: Any, bitmap: np.ndarray) -> tuple[Any, Any]:
+    """FAISS search parameters that keep only the rows whose bit is set, with the index's own search settings
+    (nprobe, efSearch): parameters of the wrong type are refused by FAISS, defaults would change its recall."""
+    import faiss
+
+    selector = faiss.IDSelectorBitmap(int(index.ntotal), faiss.swig_ptr(bitmap))
+    ivf = faiss.try_extract_index_ivf(index)
+    params: Any
+    if ivf is not None:
+        params = faiss.SearchParametersIVF()
+        params.nprobe = ivf.nprobe
+    elif isinstance(index, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from the stubs
+        params.efSearch = index.hnsw.efSearch
+    else:
+        params = faiss.SearchParameters()
+    params.sel = selector
+    return params, selector  # (params, selector): the selector must outlive the search
+
+
+def top_n(scores: np.ndarray, n: int) -> np.ndarray:
+    """Float[B, M] -> positions Long[B, min(n, M)] of the best scores, best first (ties: lower position)."""
+    k = min(n, scores.shape[1])
+    if k == 0:
+        return np.zeros((len(scores), 0), dtype=np.int64)
+    part = (
+        np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        if k < scores.shape[1]
+        else np.tile(np.arange(scores.shape[1]), (len(scores), 1))
+    )
+    picked = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -picked), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
 class RetrievalStage(Stage):
-    """Row r of the index is item index r + 1; fewer than N hits are padded with 0."""
+    """Row r of the export's index is item index r + 1; the live catalog's added items (indices after the
+    export's) are searched exactly in the snapshot's rows and merged by score. Unavailable items never come
+    out; fewer than N hits are padded with 0."""
 
     name = "retrieval"
     inputs = (QUERY,)
     outputs = (CANDIDATES,)
     runs_models = True  # on a GPU instance a flat index becomes one matrix product on the device
 
-    def __init__(self, n: int, index: Any = None, embeddings: np.ndarray | None = None, device: str = "cpu") -> None:
+    def __init__(self, n: int, catalog: LiveCatalog, index: Any = None, device: str = "cpu") -> None:
         self.n = n
+        self.catalog = catalog
         self.index = index
         self.device = device
         self._gpu_items: Any = None
+        self._gpu_live: tuple[CatalogSnapshot, Any, Any] | None = None  # the snapshot's live rows and bias on device
         if index is None:
-            if embeddings is None:
-                raise ValueError("RetrievalStage needs a FAISS index or the item embeddings")
             import torch
 
-            self._gpu_items = torch.as_tensor(embeddings, device=device)
+            self._gpu_items = torch.as_tensor(catalog.snapshot.base.items.embeddings, device=device)
 
     @classmethod
     def from_config(cls, config: StageConfig, export: ExportReader) -> RetrievalStage:
         n = config.serving.retrieval_candidates
+        catalog = process_catalog(config, export)
         if config.device != "cpu" and export.metadata.index.type == "IndexFlatIP":
-            return cls(n, embeddings=export.items.embeddings, device=config.device)
-        return cls(n, index=export.faiss_index)
+            return cls(n, catalog, device=config.device)
+        return cls(n, catalog, index=export.faiss_index)
 
     def run(self, batch: Mapping[str, np.ndarray]) -> Tensors:
         query = np.ascontiguousarray(batch[QUERY.name], dtype=np.float32)
-        if self._gpu_items is not None:
-            import torch
-
-            with torch.inference_mode():
-                scores = torch.as_tensor(query, device=self.device) @ self._gpu_items.T
-                k = min(self.n, scores.shape[1])
-                rows = torch.topk(scores, k=k, dim=1).indices.cpu().numpy()
-        else:
-            _, rows = self.index.search(query, self.n)
+        snap = self.catalog.snapshot
+        idx = self._search_gpu(query, snap) if self._gpu_items is not None else self._search_cpu(query, snap)
         out = np.zeros((len(query), self.n), dtype=np.int64)
-        out[:, : rows.shape[1]] = np.where(rows >= 0, rows + 1, 0)
+        out[:, : idx.shape[1]] = idx
         return {CANDIDATES.name: out}
+
+    def _search_cpu(self, query: np.ndarray, snap: CatalogSnapshot) -> np.ndarray:
+        """-> item indices Long[B, <= N] (0: no hit), best first."""
+        if snap.export_bitmap is None:
+            scores, rows = self.index.search(query, self.n)
+        else:
+            params, _selector = masked_search_params(self.index, snap.export_bitmap)
+            scores, rows = self.index.search(query, self.n, params=params)
+        idx = np.where(rows >= 0, rows + 1, 0)
+        if len(snap.live) == 0:
+            return idx
+        live_scores = query @ snap.live.embeddings.T
+        live_idx = np.arange(snap.n_export + 1, snap.n_items + 1, dtype=np.int64)
+        live_scores[:, ~snap.available[live_idx]] = -np.inf
+        all_scores = np.concatenate([np.where(rows >= 0, scores, -np.inf), live_scores], axis=1)
+        all_idx = np.concatenate([idx, np.broadcast_to(live_idx, live_scores.shape)], axis=1)
+        best = top_n(all_scores, self.n)
+        return np.where(
+            np.isfinite(np.take_along_axis(all_scores, best, axis=1)), np.take_along_axis(all_idx, best, axis=1), 0
+        )
+
+    def _search_gpu(self, query: np.ndarray, snap: CatalogSnapshot) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            live, bias = self._device_rows(snap)
+            q = torch.as_tensor(query, device=self.device)
+            scores = q @ self._gpu_items.T
+            if live is not None:
+                scores = torch.cat([scores, q @ live.T], dim=1)
+            if bias is not None:
+                scores = scores + bias
+            k = min(self.n, scores.shape[1])
+            top = torch.topk(scores, k=k, dim=1)
+            values, cols = top.values.cpu().numpy(), top.indices.cpu().numpy()
+        return np.where(np.isfinite(values), cols + 1, 0)  # column c is item index c + 1, export or live
+
+    def _device_rows(self, snap: CatalogSnapshot) -> tuple[Any, Any]:
+        """The snapshot's live rows and its mask (0 / -inf per item) on the device, built once per snapshot."""
+        cached = self._gpu_live
+        if cached is not None and cached[0] is snap:
+            return cached[1], cached[2]
+        import torch
+
+        live = torch.as_tensor(snap.live.embeddings, device=self.device) if len(snap.live) else None
+        bias = None
+        if snap.n_unavailable:
+            mask = np.where(snap.available[1:], 0.0, -np.inf).astype(np.float32)
+            bias = torch.as_tensor(mask, device=self.device)
+        self._gpu_live = (snap, live, bias)
+        return live, bias
