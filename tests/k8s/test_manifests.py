@@ -466,6 +466,19 @@ def test_topics_match_kafka_settings_defaults(resource_docs: list[Doc]) -> None:
     assert topics == expected
 
 
+def test_catalog_topics_have_the_config_the_code_creates_them_with(resource_docs: list[Doc]) -> None:
+    """The compacted items/users topics and the catalog DLQ as ``streamrec catalog topics`` creates them."""
+    from streamrec.catalog.settings import CatalogSettings
+    from streamrec.catalog.topics import catalog_topics
+
+    by_name = {(d.obj["spec"].get("topicName") or d.name): d for d in resource_docs if d.kind == "KafkaTopic"}
+    for spec in catalog_topics(CatalogSettings()):
+        topic = by_name[spec.name].obj["spec"]
+        config = {k: str(v) for k, v in (topic.get("config") or {}).items()}
+        assert topic["partitions"] == spec.partitions, spec.name
+        assert dict(spec.config).items() <= config.items(), (spec.name, config)
+
+
 def test_consumer_groups_match_the_worker_settings(resource_docs: list[Doc]) -> None:
     """The worker's Faust app id is the consumer group KEDA watches."""
     worker = next(d for d in resource_docs if d.kind == "Deployment" and d.name == "worker")

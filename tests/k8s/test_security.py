@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from tests.k8s.access import Acl, check_kafka_access, check_network_policies, expected_acls, user_acls
+from tests.k8s.generic import check_references
 from tests.k8s.manifests import OVERLAYS, Bundle, Doc, kustomize_command, pod_template, rendered_overlay
 from tests.k8s.netpol import Network, Peer, Policy, allowed, matches
 from tests.k8s.schemas import CrdRegistry, crds_dir
-from tests.k8s.validator import streamrec_runs
+from tests.k8s.validator import check_scaled_objects, check_settings_consistency, streamrec_runs
 
 
 def _fmt(errors: list[str]) -> str:
@@ -333,3 +334,35 @@ def test_user_acls_read_the_kafka_user_resource() -> None:
         {"type": "deny", "resource": {"type": "topic", "name": "x"}, "operations": ["Read"]},
     ]}}}  # fmt: skip
     assert user_acls(user) == {Acl("topic", "t", "literal", "Read"), Acl("topic", "t", "literal", "Write")}
+
+
+def test_kafka_clients_and_scalers_must_match_the_scram_listener() -> None:
+    bundle = _bundle("gpu")
+    assert not check_scaled_objects(bundle) and not check_settings_consistency(bundle)
+    client = bundle.get("ConfigMap", "streamrec-kafka-client")
+    assert client is not None
+    client.obj["data"] |= {
+        "STREAMREC_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "STREAMREC_KAFKA_SASL_MECHANISM": "PLAIN",
+    }
+    del client.obj["data"]["STREAMREC_KAFKA_SSL_CA_LOCATION"]
+    errors = _fmt(check_settings_consistency(bundle))
+    assert (
+        "listener 'tls' authenticates with SCRAM-SHA-512, but clients use SSL with mechanism 'PLAIN'"
+        in errors
+    )
+    assert "listener 'tls' is TLS with the cluster CA, but STREAMREC_KAFKA_SSL_CA_LOCATION is unset" in errors
+
+    del _spec(bundle, "ScaledObject", "worker")["triggers"][0]["metadata"]["sasl"]
+    auth = _spec(bundle, "TriggerAuthentication", "kafka-cluster-ca")
+    auth["secretTargetRef"][1]["name"] = "worker"  # another user's password
+    errors = _fmt(check_scaled_objects(bundle))
+    assert "ScaledObject/worker: sasl=None, but the listener authenticates with SCRAM-SHA-512" in errors
+    assert (
+        "ScaledObject/archiver:" in errors
+        and "the password is not key 'password' of the Secret 'keda'" in errors
+    )
+    auth["configMapTargetRef"][0]["key"] = "user"
+    errors = _fmt(check_scaled_objects(bundle) + check_references(bundle))
+    assert "the user name (ConfigMap 'keda-kafka-user': '') is no KafkaUser" in errors
+    assert "ConfigMap 'keda-kafka-user' with key 'user' is not defined" in errors
