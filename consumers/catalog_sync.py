@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -129,10 +130,17 @@ class CatalogSync:
         self.items: CatalogState[ItemRecord] = CatalogState()
         self.users: CatalogState[UserRecord] = CatalogState()
         self.export: LoadedExport | None = None
-        self.pending_items: dict[str, None] = {}  # item ids whose live entry is not published for the export yet
+        # Item ids whose live entry is not published for the export yet: changes read (first), then a republish.
+        self.changed: dict[str, None] = {}
+        self.republish: dict[str, None] = {}
         self.started_ms = int(clock() * 1000)
         self.stats = SyncStats()
         self._checked_export_at = float("-inf")
+
+    @property
+    def pending(self) -> int:
+        """Items whose live entry is still to publish (an id both changed and republished counts twice)."""
+        return len(self.changed) + len(self.republish)
 
     # ---------------------------------------------------------------------------------------------- export
 
@@ -153,7 +161,7 @@ class CatalogSync:
         export_catalog = load_export_catalog(directory)
         live, embedder = self.open_export(directory, export_catalog)
         self.export = LoadedExport(directory, export_catalog, live, embedder)
-        self.pending_items = dict.fromkeys(self.items.records)
+        self.republish = dict.fromkeys(self.items.records)
         self.metrics.set_export(directory.name)
         self.metrics.export_switch.set(self.clock())
         self.stats.exports.append(directory.name)
@@ -201,9 +209,16 @@ class CatalogSync:
         """Publish the live entries of pending items for the export (up to ``limit`` items); returns how many
         entries changed."""
         export = self.export
-        if export is None or not self.pending_items:
+        if export is None or not self.pending:
             return 0
-        take = list(self.pending_items)[: limit or len(self.pending_items)]
+        room = limit or self.pending
+        take = list(islice(self.changed, room))
+        chosen = set(take)
+        for item_id in self.republish:
+            if len(take) >= room:
+                break
+            if item_id not in chosen:
+                take.append(item_id)
         records = [self.items.records[i] for i in take]
         plan = plan_items(records, export.catalog, export.live.index_for, export.live.vectors)
         entries = list(plan.ready)
@@ -224,7 +239,8 @@ class CatalogSync:
             if entry.updated_ms >= self.started_ms:
                 self.metrics.publish_lag.observe(max(published_at_ms - entry.updated_ms, 0) / 1000)
         for item_id in take:
-            del self.pending_items[item_id]
+            self.changed.pop(item_id, None)
+            self.republish.pop(item_id, None)
         self.metrics.entries_published.inc(len(changed))
         self.stats.published += len(changed)
         return len(changed)
@@ -244,10 +260,11 @@ class CatalogSync:
         batch = self.feed.poll(self.poll_max_messages, self.poll_timeout_s)
         self.metrics.last_poll.set(self.clock())
         items, users = self.ingest(batch)
-        self.pending_items.update(dict.fromkeys(r.key for r in items))
-        self.write_features(items, users)
+        self.changed.update(dict.fromkeys(r.key for r in items))
         # Bounded work per step, so a republish of a large catalog never starves the live changes for long.
+        # Live entries first: they are what the delay to a recommendation waits for.
         self.publish_pending(self.publish_batch)
+        self.write_features(items, users)
         self.dead_letters.flush()
         self.metrics.live_items.set(len(self.items))
         return len(batch)
@@ -261,7 +278,7 @@ class CatalogSync:
             while not should_stop():
                 if self.step():
                     last_message = time.monotonic()
-                if not caught_up_logged and self.feed.caught_up() and not self.pending_items:
+                if not caught_up_logged and self.feed.caught_up() and not self.pending:
                     caught_up_logged = True
                     log.info(
                         "catalog replayed: %d items (%d deleted), %d users; %d entries published, %d embedded",
@@ -269,7 +286,7 @@ class CatalogSync:
                         self.stats.embedded,
                     )  # fmt: skip
                 idle = time.monotonic() - last_message
-                if idle_exit_s is not None and caught_up_logged and not self.pending_items and idle >= idle_exit_s:
+                if idle_exit_s is not None and caught_up_logged and not self.pending and idle >= idle_exit_s:
                     break
         finally:
             self.dead_letters.flush()

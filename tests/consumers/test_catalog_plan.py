@@ -279,7 +279,23 @@ def test_a_republish_is_spread_over_steps_of_at_most_publish_batch_items(loop) -
     sync.check_export(force=True)
     sync.step()
     live = lives["v20261130000000-aaaaaa"]
-    assert len(live.entries) == 2 and len(sync.pending_items) == 3
+    assert len(live.entries) == 2 and sync.pending == 3
     sync.step()
     sync.step()
-    assert len(live.entries) == 5 and not sync.pending_items
+    assert len(live.entries) == 5 and not sync.pending
+
+
+def test_changes_read_are_published_before_the_rest_of_a_republish(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sync, feed, _, lives, _ = loop
+    feed.batches = [[RawRecord("items", 0, n, f"n{n}".encode(), it(f"n{n}").to_json_bytes()) for n in range(6)]]
+    sync.check_export(force=True)
+    sync.step()
+    write_export(tmp_path, "v20261201000000-bbbbbb", ["a", "b"])
+    sync.publish_batch = 3
+    feed.add("items", "n5", it("n5", 1, available=False).to_json_bytes())
+    sync.step()  # switches, reads the change of n5: published first
+    fresh = lives["v20261201000000-bbbbbb"]
+    assert list(fresh.entries)[0] == "n5" and not fresh.entries["n5"].available and len(fresh.entries) == 3
+    while sync.pending:
+        sync.step()
+    assert set(fresh.entries) == {f"n{n}" for n in range(6)}

@@ -5,6 +5,9 @@ same Redis state."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ from streamrec.features import (
 )
 from tests.conftest import StackHandle
 
+REPO = Path(__file__).resolve().parents[2]
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
@@ -102,7 +106,7 @@ def run_until(sync: CatalogSync, done: Callable[[], bool], timeout_s: float = 60
 
 
 def replayed(sync: CatalogSync) -> Callable[[], bool]:
-    return lambda: sync.feed.caught_up() and not sync.pending_items
+    return lambda: sync.feed.caught_up() and not sync.pending
 
 
 def send(env: Env, *records: dict[str, Any]) -> None:
@@ -297,3 +301,46 @@ def test_user_profiles_become_feast_online_rows_and_a_delete_blanks_them(env: En
     run_until(
         sync, lambda: online(env.feast, "user_profile", "u-7", {"user_id": "u-7"}, fields)["profile_segment"] == ""
     )
+
+
+def run_command(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamrec.cli.main", "catalog-sync", *args],
+        cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout_s,
+    )  # fmt: skip
+
+
+def test_the_command_refuses_a_missing_export_root_in_one_line(tmp_path: Path) -> None:
+    done = run_command("--export-root", str(tmp_path / "absent"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "export root" in done.stderr and "absent" in done.stderr
+
+
+@pytest.mark.integration
+def test_the_command_replays_the_topics_publishes_and_exits_once_idle(env: Env) -> None:
+    send(
+        env,
+        item("sku-cli", 1, title="Desk lamp"),
+        item(art.load_id_maps(env.export_dir).item_ids[0], 1, available=False),
+    )
+    keys = LiveKeys.for_version(env.export_dir.name)  # the default prefix
+    try:
+        done = run_command(
+            "--export-root", str(env.export_root), "--idle-exit", "1",
+            env={
+                "STREAMREC_CATALOG_ITEMS_TOPIC": env.catalog.items_topic,
+                "STREAMREC_CATALOG_USERS_TOPIC": env.catalog.users_topic,
+                "STREAMREC_CATALOG_DLQ_TOPIC": env.catalog.dlq_topic,
+                "STREAMREC_CONSUMERS_CATALOG_SYNC_METRICS_PORT": "0",
+                "STREAMREC_CONSUMERS_CATALOG_SYNC_FEAST": "false",
+            },
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "2 records read (0 rejected), 2 live entries published (1 embedded)" in done.stdout
+        published = {item.item_id: item for item in LiveCatalogReader(env.client, keys).bootstrap()}
+        assert published["sku-cli"].vectors is not None and len(published) == 2
+    finally:
+        for key in env.client.scan_iter(f"{keys.base}:*"):
+            env.client.delete(key)
