@@ -211,14 +211,17 @@ def test_filters_see_added_items_by_id_and_category() -> None:
     assert run(RecommendOptions(exclude_items=("new-8", "e1"))) == [0, 2, N + 1, 0]
 
 
-def test_retrieval_merges_added_items_by_score_and_never_returns_masked_ones() -> None:
+@pytest.mark.parametrize("path", ["faiss", "torch"])
+def test_retrieval_merges_added_items_by_score_and_never_returns_masked_ones(path: str) -> None:
+    """Both search paths: FAISS (CPU instances) and the torch matrix product a GPU instance runs (here on the
+    CPU device: the same code)."""
     import faiss
 
     rows = export_rows()
     index = faiss.IndexFlatIP(D)
     index.add(rows.items.embeddings)
     catalog = LiveCatalog(CatalogSnapshot.of_export(rows))
-    stage = RetrievalStage(4, catalog, index=index)
+    stage = RetrievalStage(4, catalog, index=index) if path == "faiss" else RetrievalStage(4, catalog, device="cpu")
     query = rows.items.embeddings[2:3] / np.linalg.norm(rows.items.embeddings[2])
     plain = stage.run({QUERY.name: query})[CANDIDATES.name][0]
     assert sorted(plain) == sorted(set(plain)) and 0 not in plain
