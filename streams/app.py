@@ -11,11 +11,12 @@ The parts live in their own modules and meet through :mod:`streams.interfaces`:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from streamrec.security import faust_broker_credentials
 from streamrec.settings import KafkaSettings
-from streams.faust_compat import check_faust_version, register_codec, set_table_serializers
+from streams.faust_compat import check_faust_version, guard_commit_head, register_codec, set_table_serializers
 from streams.interfaces import WorkerConfig, WorkerTables, WorkerTopics
 from streams.metrics import WorkerMetrics
 from streams.processors import Send
@@ -100,8 +101,10 @@ def declare_tables(app: AppT, config: WorkerConfig) -> WorkerTables:
 
 
 def sender(topic: TopicT) -> Send:
-    async def send(key: bytes | None, value: bytes, partition: int | None = None) -> None:
-        await topic.send(key=key, value=value, partition=partition)
+    """Faust's ``send`` returns once the message is queued; what it returns is the broker's acknowledgement."""
+
+    async def send(key: bytes | None, value: bytes, partition: int | None = None) -> Awaitable[Any]:
+        return await topic.send(key=key, value=value, partition=partition)
 
     return send
 
@@ -113,6 +116,7 @@ def create_app(config: WorkerConfig, metrics: WorkerMetrics | None = None) -> tu
     from streams.views import register_views
 
     check_faust_version()
+    guard_commit_head()
     metrics = metrics or WorkerMetrics()
     app = build_faust_app(config)
     topics = declare_topics(app, config)

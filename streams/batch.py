@@ -8,12 +8,16 @@ message per event, events of one batch going to the same by-item partition from 
 partition travel together as an :class:`ItemBundle` (entries in source-offset order). The item's
 partition is Kafka's default (murmur2) partition of its id, so an item always lands in one partition,
 exactly as if each event had been keyed by item id; bundling only saves per-message overhead.
+
+A bundle also carries the source offset ranges its batch read (``spans``): every forwarded event of those
+offsets bound for the bundle's partition is in it, so once it is applied the item's coverage takes the
+whole ranges, not only the entries' own offsets (a compact state; see :mod:`streams.state`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -27,10 +31,12 @@ from streams.state import (
     ItemFeatures,
     ItemState,
     Outcome,
+    Span,
     UserFeatures,
     UserState,
     apply_item_entry,
     apply_user_event,
+    cover_all,
     item_features,
     prune_item,
     prune_user,
@@ -38,7 +44,8 @@ from streams.state import (
 )
 
 ETYPE_INDEX = {name: i for i, name in enumerate(EVENT_TYPES)}
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
+ENTRIES_ONLY_BUNDLE_FORMAT = 1  # no spans: entries cover their own offsets only
 
 
 def to_record(event: InteractionEvent, partition: int, offset: int) -> EventRecord:
@@ -72,10 +79,12 @@ class UserBatch:
     trigger: EventRecord | None = None  # latest new or re-read event (recommendation refresh)
     features: UserFeatures | None = None  # set when anything was (re)applied
 
+    covered_more: bool = False  # the batch's offset ranges added to the coverage
+
     @property
     def changed(self) -> bool:
-        """State must be written: something was counted, or a duplicate moved the watermark."""
-        return self.new > 0 or self.duplicates > 0
+        """State must be written: something was counted, or the coverage grew (a duplicate, a new range)."""
+        return self.new > 0 or self.duplicates > 0 or self.covered_more
 
     @property
     def effective(self) -> bool:
@@ -88,8 +97,10 @@ def plan_user(
     events: Sequence[EventRecord],
     category_of: Callable[[str], str],
     limits: DedupeLimits,
+    spans: Mapping[int, Sequence[Span]] | None = None,
 ) -> tuple[UserState, UserBatch]:
-    """Apply one user's events of a batch (in read order) to its state."""
+    """Apply one user's events of a batch (in read order) to its state; then cover ``spans`` (source
+    partition -> offset ranges the batch read) of the partitions the user's events came from."""
     state = state if state is not None else UserState()
     result = UserBatch(events[0].user_id)
     seen_items: set[str] = set()
@@ -114,6 +125,9 @@ def plan_user(
             result.reprocessed += 1
         result.forwards.append(ev)
         result.trigger = ev
+    if spans:
+        for partition in {ev.partition for ev in events}:
+            result.covered_more = cover_all(state.covered, partition, spans.get(partition, ())) or result.covered_more
     if result.changed:
         prune_user(state, limits)
     if result.effective:
@@ -168,10 +182,14 @@ def item_partition(item_id: str, partitions: int) -> int:
 class ItemBundle:
     source_partition: int
     entries: tuple[ItemEntry, ...]  # ascending source offset
+    spans: tuple[Span, ...] = ()  # source offset ranges read by the batch (entries included)
 
 
-def bundle_forwards(forwards: Iterable[EventRecord], partitions: int) -> dict[int, list[ItemBundle]]:
-    """By-item partition -> bundles (one per source partition), entries sorted by source offset."""
+def bundle_forwards(
+    forwards: Iterable[EventRecord], partitions: int, spans: Mapping[int, Sequence[Span]] | None = None
+) -> dict[int, list[ItemBundle]]:
+    """By-item partition -> bundles (one per source partition), entries sorted by source offset; each
+    carries ``spans[source partition]``, the offset ranges its batch read."""
     groups: dict[tuple[int, int], list[EventRecord]] = {}
     for ev in forwards:
         groups.setdefault((item_partition(ev.item_id, partitions), ev.partition), []).append(ev)
@@ -179,23 +197,30 @@ def bundle_forwards(forwards: Iterable[EventRecord], partitions: int) -> dict[in
     for (dest, source), evs in sorted(groups.items()):
         evs.sort(key=lambda e: e.offset)
         entries = tuple(ItemEntry(e.item_id, e.etype, e.ts_ms, e.offset) for e in evs)
-        out.setdefault(dest, []).append(ItemBundle(source, entries))
+        out.setdefault(dest, []).append(ItemBundle(source, entries, tuple(spans.get(source, ())) if spans else ()))
     return out
 
 
 def encode_bundle(bundle: ItemBundle) -> bytes:
     rows = [[e.item_id, e.etype, e.ts_ms, e.offset] for e in bundle.entries]
-    return json.dumps({"v": BUNDLE_FORMAT, "p": bundle.source_partition, "e": rows}, separators=(",", ":")).encode()
+    payload = {"v": BUNDLE_FORMAT, "p": bundle.source_partition, "s": [list(s) for s in bundle.spans], "e": rows}
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def decode_bundle(raw: bytes) -> ItemBundle:
     """Raises InvalidEventError: the topic is internal, so a bad bundle means a bug or a foreign writer."""
     try:
         payload = json.loads(raw)
-        if payload.get("v") != BUNDLE_FORMAT:
-            raise ValueError(f"unsupported bundle format {payload.get('v')!r}")
+        version = payload.get("v")
+        if version not in (BUNDLE_FORMAT, ENTRIES_ONLY_BUNDLE_FORMAT):
+            raise ValueError(f"unsupported bundle format {version!r}")
         entries = tuple(ItemEntry(str(item), int(etype), int(ts), int(off)) for item, etype, ts, off in payload["e"])
-        return ItemBundle(int(payload["p"]), entries)
+        spans: tuple[Span, ...] = ()
+        if version == BUNDLE_FORMAT:
+            spans = tuple((int(lo), int(hi)) for lo, hi in payload["s"])
+            if any(hi < lo for lo, hi in spans) or (spans and not all(_inside(e.offset, spans) for e in entries)):
+                raise ValueError("entries outside the bundle's offset ranges")
+        return ItemBundle(int(payload["p"]), entries, spans)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InvalidEventError("<bundle>", f"malformed by-item bundle: {exc}") from None
 
@@ -211,8 +236,17 @@ class ItemBatch:
     features: ItemFeatures | None = None
 
 
-def plan_item(state: ItemState | None, source_entries: Sequence[tuple[int, ItemEntry]]) -> tuple[ItemState, ItemBatch]:
-    """Apply one item's (source partition, entry) pairs of a batch, in arrival order."""
+def _inside(offset: int, spans: Sequence[Span]) -> bool:
+    return any(lo <= offset <= hi for lo, hi in spans)
+
+
+def plan_item(
+    state: ItemState | None,
+    source_entries: Sequence[tuple[int, ItemEntry]],
+    spans: Iterable[tuple[int, Span]] = (),
+) -> tuple[ItemState, ItemBatch]:
+    """Apply one item's (source partition, entry) pairs of a batch, in arrival order; then cover ``spans``
+    ((source partition, offset range) of the bundles that carried them)."""
     state = state if state is not None else ItemState()
     result = ItemBatch(source_entries[0][1].item_id)
     for source, entry in source_entries:
@@ -220,6 +254,8 @@ def plan_item(state: ItemState | None, source_entries: Sequence[tuple[int, ItemE
             result.applied += 1
         else:
             result.skipped += 1
+    for source, span in spans:
+        cover_all(state.covered, source, (span,))
     if result.applied:
         prune_item(state)
         result.features = item_features(state)
@@ -232,3 +268,12 @@ def group_bundles_by_item(bundles: Iterable[ItemBundle]) -> dict[str, list[tuple
         for entry in bundle.entries:
             grouped.setdefault(entry.item_id, []).append((bundle.source_partition, entry))
     return grouped
+
+
+def spans_by_item(bundles: Iterable[ItemBundle]) -> dict[str, list[tuple[int, Span]]]:
+    """Item -> (source partition, offset range) of every bundle with an entry of the item."""
+    out: dict[str, list[tuple[int, Span]]] = {}
+    for bundle in bundles:
+        for item_id in dict.fromkeys(e.item_id for e in bundle.entries):
+            out.setdefault(item_id, []).extend((bundle.source_partition, span) for span in bundle.spans)
+    return out

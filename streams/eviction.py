@@ -111,13 +111,15 @@ class Evictor(Generic[S]):
         return evicted
 
 
-def latest_partition(watermarks: dict[int, int]) -> int | None:
-    """The source partition a user's state belongs to (the one it was last read from, in practice its only one)."""
-    if not watermarks:
+def latest_partition(covered: dict[int, list[tuple[int, int]]]) -> int | None:
+    """The source partition a user's state belongs to (the one with the highest offset gone through, in
+    practice its only one)."""
+    spans = {p: s[-1][1] for p, s in covered.items() if s}
+    if not spans:
         return None
-    return max(watermarks, key=lambda p: watermarks[p])
+    return max(spans, key=lambda p: spans[p])
 
 
 def user_entry(key: str, state: Any) -> Entry | None:
-    partition = latest_partition(state.watermarks)
+    partition = latest_partition(state.covered)
     return None if partition is None else Entry(key, partition, state.last_ms)

@@ -9,7 +9,11 @@ The worker needs four things Faust does not expose publicly:
 * **the consumer's offset bookkeeping** (``Consumer._committed_offset``, ``_acked``, ``_unacked_messages``):
   read by the offset-gap repair, the lag gauges and ``/debug/tasks`` (:class:`OffsetBook`);
 * **codec hooks** (``Codec._dumps``/``_loads``): Faust's documented way to add a codec, wrapped by
-  :func:`register_codec` so nothing else subclasses Faust's codec class.
+  :func:`register_codec` so nothing else subclasses Faust's codec class;
+* **the commit offset** (``Consumer._new_offset``): Faust commits past a partition's first unacknowledged
+  message when it is the only one missing before the acknowledged run (its head check is off by one:
+  faust-streaming#606), which loses that message for good when Faust dropped it after a rebalance;
+  :func:`guard_commit_head` makes such a partition wait, so that :mod:`streams.offset_repair` re-reads it.
 
 :func:`check_faust_version` runs at worker start (and when the app is built) and refuses a faust-streaming
 outside :data:`TESTED_FAUST` with one precise line, instead of failing later in the middle of a rebalance.
@@ -94,6 +98,30 @@ def register_codec(name: str, dumps: Callable[[Any], bytes], loads: Callable[[by
             return loads(s)
 
     codecs.register(name, FunctionCodec())
+
+
+def guard_commit_head() -> None:
+    """Never commit a partition past its committed offset while the message there is unacknowledged.
+
+    Faust's ``_new_offset`` returns "nothing to commit" only when the first acknowledged offset is more
+    than one past the committed one (the next offset to read), so one lost message at the head is
+    committed over. Partitions with offsets Faust itself counts as skipped (its gap book: compaction,
+    transaction markers) keep Faust's own rule. Idempotent."""
+    from faust.transport.consumer import Consumer
+
+    original = Consumer._new_offset
+    if getattr(original, "_streamrec_guarded", False):
+        return
+
+    def _new_offset(self: Any, tp: TP) -> int | None:
+        acked, committed = self._acked[tp], self._committed_offset[tp]
+        if acked and committed is not None and not self._gap[tp] and min(acked) > committed:
+            return None
+        result: int | None = original(self, tp)
+        return result
+
+    _new_offset._streamrec_guarded = True  # type: ignore[attr-defined]
+    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,9 @@ class WorkerMetrics:
             "streamrec_worker_events_stale", "Re-read events whose id had left the dedupe window.", registry=r
         )
         self.item_entries_skipped = Counter(
-            "streamrec_worker_item_entries_skipped", "Re-forwarded by-item entries below the watermark.", registry=r
+            "streamrec_worker_item_entries_skipped",
+            "By-item entries whose source offset the item had applied already (re-forwards).",
+            registry=r,
         )
         self.batch_seconds = Histogram(
             "streamrec_worker_batch_processing_seconds",

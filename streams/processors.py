@@ -10,7 +10,8 @@ effects for one batch of interactions, and why:
 2. per user: apply to the state, write the state once (counters and dedupe markers in one changelog
    message, bound to the partition of the user's last event in the batch), acknowledged before step 5;
 3. one pipelined Bloom write for the whole batch (retried until it succeeds);
-4. forward de-duplicated events to the by-item topic in bundles;
+4. forward de-duplicated events to the by-item topic in bundles, acknowledged by the broker before step 5
+   (a bundle whose delivery failed is sent again);
 5. hand the feature rows to the pusher with ``release``: the batch's offsets become committable only
    once the rows are pushed (at-least-once for every side effect; idempotent on re-read);
 6. schedule recommendation refreshes (best effort).
@@ -24,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from streamrec.client.dlq import DLQ_OWNER, DeadLetterRole, DeadLetterWriter
@@ -41,12 +43,13 @@ from streams.batch import (
     group_bundles_by_item,
     plan_item,
     plan_user,
+    spans_by_item,
     to_record,
 )
 from streams.feast_schema import item_row, user_row
 from streams.metrics import WorkerMetrics
 from streams.recs import Trigger
-from streams.state import DedupeLimits, EventRecord, ItemState, UserState
+from streams.state import DedupeLimits, EventRecord, ItemState, Span, UserState, runs
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,8 @@ class StateTable(Protocol[S]):
 
 
 class Send(Protocol):
-    async def __call__(self, key: bytes | None, value: bytes, partition: int | None = None) -> None: ...
+    async def __call__(self, key: bytes | None, value: bytes, partition: int | None = None) -> Awaitable[Any] | None:
+        """Queue the message; returns its delivery acknowledgement to await (None: delivered already)."""
 
 
 class BloomPort(Protocol):
@@ -179,10 +183,34 @@ class InteractionsProcessor:
         )
         await retrying(lambda: self.dlq(small.key, small.value), "dlq", self.metrics, self.max_backoff_s)
 
+    async def send_bundles(self, bundles: Sequence[tuple[int, bytes]]) -> None:
+        """Send every (partition, bundle) and return once the broker acknowledged each; one whose delivery
+        failed is sent again until acknowledged (the item side skips what it has applied already)."""
+        acks = [(dest, payload, await self.forward(None, payload, dest)) for dest, payload in bundles]
+        pending = [(dest, payload, ack) for dest, payload, ack in acks if ack is not None]
+        outcomes = await asyncio.gather(*(ack for _, _, ack in pending), return_exceptions=True)
+        for (dest, payload, _), outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):
+                log.warning("by-item bundle to partition %d not delivered (%r); sending it again", dest, outcome)
+                self.metrics.store_errors.labels("kafka").inc()
+                await retrying(partial(self._send_and_wait, dest, payload), "kafka", self.metrics, self.max_backoff_s)
+
+    async def _send_and_wait(self, dest: int, payload: bytes) -> None:
+        ack = await self.forward(None, payload, dest)
+        if ack is not None:
+            await ack
+
     async def process(self, batch: Sequence[Incoming], release: Release) -> None:
         began = time.perf_counter()
         m = self.metrics
         m.events_in.inc(len(batch))
+        # The offset ranges this batch read, per partition: what the users' and items' coverage takes.
+        offsets: dict[int, list[int]] = {}
+        for msg in batch:
+            offsets.setdefault(msg.partition, []).append(msg.offset)
+        spans: dict[int, list[Span]] = {p: runs(o) for p, o in offsets.items()}
         by_user: dict[str, list[tuple[EventRecord, Incoming]]] = {}
         # Keyed by user too: one event id reused by two users must not hand one user the other's context.
         contexts: dict[tuple[str, int], tuple[str, EventContext]] = {}
@@ -208,7 +236,9 @@ class InteractionsProcessor:
         triggers: list[tuple[str, EventRecord]] = []
         computed_at = datetime.now(UTC)
         for user_id, pairs in by_user.items():
-            state, effect = plan_user(self.users.get(user_id), [r for r, _ in pairs], self.category_of, self.limits)
+            state, effect = plan_user(
+                self.users.get(user_id), [r for r, _ in pairs], self.category_of, self.limits, spans
+            )
             if effect.changed:
                 self.users.put(user_id, state, pairs[-1][1].handle)
             if effect.duplicates:
@@ -229,9 +259,8 @@ class InteractionsProcessor:
             bloom_began = time.perf_counter()
             await retrying(lambda: self.bloom.add(bloom), "redis", m, self.max_backoff_s)
             m.bloom_seconds.observe(time.perf_counter() - bloom_began)
-        for dest, bundles in bundle_forwards(forwards, self.by_item_partitions).items():
-            for bundle in bundles:
-                await self.forward(None, encode_bundle(bundle), dest)
+        grouped = bundle_forwards(forwards, self.by_item_partitions, spans)
+        await self.send_bundles([(dest, encode_bundle(b)) for dest, bundles in grouped.items() for b in bundles])
         await self.users.durable()  # the state (counters + dedupe markers) before the offsets can move
         if self.pusher is not None:
             await self.pusher.submit(FEAST_USER_PUSH_SOURCE, rows, len(batch), release)
@@ -284,12 +313,13 @@ class ItemsProcessor:
         rows: dict[str, dict[str, Any]] = {}
         scores: dict[str, float] = {}
         computed_at = datetime.now(UTC)
+        item_spans = spans_by_item(bundles)
         for item_id, entries in group_bundles_by_item(bundles).items():
-            state, effect = plan_item(self.items.get(item_id), entries)
+            state, effect = plan_item(self.items.get(item_id), entries, item_spans.get(item_id, ()))
             if effect.skipped:
                 self.metrics.item_entries_skipped.inc(effect.skipped)
             if effect.features is None:
-                continue
+                continue  # nothing applied: the coverage it may have gained is re-derived on a re-read
             self.items.put(item_id, state, handle_of_item[item_id])
             rows[item_id] = item_row(item_id, effect.features, computed_at)
             scores[item_id] = effect.features.popularity_24h

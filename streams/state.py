@@ -8,18 +8,25 @@ Idempotence lives in the state itself, so that counters and the de-duplication m
 changelog write:
 
 * :class:`UserState` remembers recent event ids with the source (partition, offset) they were read at,
-  and, per source partition, the highest offset it has applied (a watermark). An id seen at the *same*
-  position is a re-read after a crash (its counters are already in; its side effects are redone); at a
-  *different* position it is a true duplicate (dropped). An unknown id at or below the watermark was
+  and, per source partition, the offsets it has been through (its coverage: :func:`cover`). An id seen at the
+  *same* position is a re-read after a crash (its counters are already in; its side effects are redone);
+  at a *different* position it is a true duplicate (dropped). An unknown id at a covered offset was
   applied once and has since left the bounded window (stale: not counted again, not forwarded).
-* :class:`ItemState` keeps a watermark per source partition: the highest source offset applied. Events
-  re-forwarded after a crash carry offsets at or below it and are skipped.
+* :class:`ItemState` keeps a coverage per source partition: the source offsets whose entries for this
+  item are applied. Events re-forwarded after a crash carry covered offsets and are skipped.
+
+Coverage is a set of offset ranges, not a single high watermark, because a partition is not always read
+in offset order: Faust can drop fetched messages around a rebalance (re-read later by
+:mod:`streams.offset_repair`) or hand over a prefetched message ahead of the re-read from the committed
+offset. An offset skipped that way and read after later ones is uncovered, so it is applied, not mistaken
+for a repeat.
 """
 
 from __future__ import annotations
 
 import json
-from bisect import insort
+from bisect import bisect_right, insort
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -38,7 +45,13 @@ from streamrec.features import (
     trending_score,
 )
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+#: Format 1 kept one high watermark per source partition ("everything at or below was applied"); it is read
+#: as the coverage of the range up to that watermark.
+WATERMARK_FORMAT = 1
+#: Most offset ranges kept per source partition; beyond, the two oldest are merged (the gap between them is
+#: taken as covered). A message read out of order further back than this many ranges would be skipped.
+MAX_SPANS = 64
 DISLIKE = EVENT_TYPES.index("dislike")
 N_TYPES = len(EVENT_TYPES)
 UNKNOWN_CATEGORY = "unknown"
@@ -52,6 +65,7 @@ _N_ITEM = len(ITEM_COUNTED_TYPES)
 #: Event types that feed recent items and the top category (not dislikes: no interest signal).
 _RECENT_TYPES = frozenset(EVENT_TYPES.index(t) for t in RECENT_ITEM_EVENT_TYPES)
 _ITEM_WEIGHTS = tuple(TRENDING_WEIGHTS[t] for t in ITEM_COUNTED_TYPES)
+_INF = 1 << 62
 
 
 class Outcome(Enum):
@@ -80,6 +94,52 @@ class DedupeLimits:
     window_minutes: int = 7 * 24 * 60
 
 
+Span = tuple[int, int]  # inclusive offset range (lo, hi)
+
+
+def is_covered(spans: list[Span] | None, offset: int) -> bool:
+    if not spans:
+        return False
+    k = bisect_right(spans, (offset, _INF)) - 1
+    return k >= 0 and spans[k][1] >= offset
+
+
+def cover(spans: list[Span], lo: int, hi: int) -> bool:
+    """Add ``[lo, hi]`` to ``spans`` (sorted, disjoint, non-adjacent ranges); True when anything was added."""
+    k = bisect_right(spans, (lo, _INF))
+    if k and spans[k - 1][1] >= hi:
+        return False  # inside one range already
+    start = k - 1 if k and spans[k - 1][1] >= lo - 1 else k
+    end = k
+    while end < len(spans) and spans[end][0] <= hi + 1:
+        end += 1
+    if start < end:
+        lo, hi = min(lo, spans[start][0]), max(hi, spans[end - 1][1])
+    spans[start:end] = [(lo, hi)]
+    if len(spans) > MAX_SPANS:
+        spans[0:2] = [(spans[0][0], spans[1][1])]
+    return True
+
+
+def cover_all(coverage: dict[int, list[Span]], partition: int, spans: Iterable[Span]) -> bool:
+    own = coverage.setdefault(partition, [])
+    grew = False
+    for lo, hi in spans:
+        grew = cover(own, lo, hi) or grew
+    return grew
+
+
+def runs(offsets: Iterable[int]) -> list[Span]:
+    """Consecutive runs of ``offsets``: the ranges a batch read of one partition covers."""
+    out: list[Span] = []
+    for o in sorted(set(offsets)):
+        if out and out[-1][1] == o - 1:
+            out[-1] = (out[-1][0], o)
+        else:
+            out.append((o, o))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- users
 
 
@@ -92,7 +152,7 @@ class UserState:
     buckets: dict[int, list[int]] = field(default_factory=dict)  # minute -> count per EVENT_TYPES
     categories: dict[int, dict[str, int]] = field(default_factory=dict)  # minute -> non-dislike events per category
     seen: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # event id -> (partition, offset, minute)
-    watermarks: dict[int, int] = field(default_factory=dict)  # source partition -> highest offset applied
+    covered: dict[int, list[Span]] = field(default_factory=dict)  # source partition -> offsets gone through
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,16 +169,14 @@ def apply_user_event(state: UserState, ev: EventRecord, category: str) -> Outcom
     if seen is not None:
         if seen[0] == ev.partition and seen[1] == ev.offset:
             return Outcome.REPROCESSED
-        # The watermark moves past a duplicate too: should its id be evicted before a re-read, the re-read
+        # A duplicate's position is covered too: should its id be evicted before a re-read, the re-read
         # is then recognised as stale instead of being counted.
-        if ev.offset > state.watermarks.get(ev.partition, -1):
-            state.watermarks[ev.partition] = ev.offset
+        cover(state.covered.setdefault(ev.partition, []), ev.offset, ev.offset)
         return Outcome.DUPLICATE
-    # A partition is read in offset order, so everything of this user at or below the watermark has been
-    # through here once: an unknown id there was evicted from the window, not never seen.
-    if ev.offset <= state.watermarks.get(ev.partition, -1):
+    # A covered offset has been through here once: an unknown id there was evicted from the window.
+    if is_covered(state.covered.get(ev.partition), ev.offset):
         return Outcome.STALE
-    state.watermarks[ev.partition] = ev.offset
+    cover(state.covered.setdefault(ev.partition, []), ev.offset, ev.offset)
     minute = ev.ts_ms // BUCKET_MS
     state.seen[ev.event_id] = (ev.partition, ev.offset, minute)
     state.counted += 1
@@ -208,7 +266,7 @@ class ItemState:
     last_ms: int = -1
     counted: int = 0
     buckets: dict[int, list[int]] = field(default_factory=dict)  # minute -> count per ITEM_COUNTED_TYPES
-    watermarks: dict[int, int] = field(default_factory=dict)  # source partition -> highest applied offset
+    covered: dict[int, list[Span]] = field(default_factory=dict)  # source partition -> offsets applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +279,11 @@ class ItemFeatures:
 
 
 def apply_item_entry(state: ItemState, source_partition: int, entry: ItemEntry) -> bool:
-    """Apply unless the source offset is at or below the partition's watermark; True when applied."""
-    if entry.offset <= state.watermarks.get(source_partition, -1):
+    """Apply unless the entry's source offset is covered already; True when applied."""
+    spans = state.covered.setdefault(source_partition, [])
+    if is_covered(spans, entry.offset):
         return False
-    state.watermarks[source_partition] = entry.offset
+    cover(spans, entry.offset, entry.offset)
     state.counted += 1
     if entry.ts_ms > state.last_ms:
         state.last_ms = entry.ts_ms
@@ -275,7 +334,7 @@ def dump_user(state: UserState) -> bytes:
         "b": [[m, *row] for m, row in state.buckets.items()],
         "c": [[m, cats] for m, cats in state.categories.items()],
         "s": [[eid, p, o, m] for eid, (p, o, m) in state.seen.items()],
-        "w": [[p, o] for p, o in state.watermarks.items()],
+        "k": _dump_coverage(state.covered),
     }
     return json.dumps(payload, separators=(",", ":")).encode()
 
@@ -285,9 +344,26 @@ def _payload(raw: bytes, kind: str) -> dict[str, Any]:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"corrupt {kind} state: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("v") != STATE_FORMAT:
+    if not isinstance(payload, dict) or payload.get("v") not in (STATE_FORMAT, WATERMARK_FORMAT):
         raise DataError(f"{kind} state has an unsupported format (expected v={STATE_FORMAT})")
     return payload
+
+
+def _dump_coverage(covered: dict[int, list[Span]]) -> list[list[int]]:
+    """``[[partition, lo, hi, lo, hi, ...], ...]``."""
+    return [[p, *(o for span in spans for o in span)] for p, spans in covered.items() if spans]
+
+
+def _load_coverage(payload: dict[str, Any]) -> dict[int, list[Span]]:
+    if payload["v"] == WATERMARK_FORMAT:
+        return {int(part): [(0, int(off))] for part, off in payload["w"]}
+    out: dict[int, list[Span]] = {}
+    for row in payload["k"]:
+        bounds = [int(x) for x in row[1:]]
+        if len(bounds) % 2 or any(b < a for a, b in zip(bounds[::2], bounds[1::2], strict=True)):
+            raise ValueError(f"bad offset ranges for partition {row[0]}")
+        out[int(row[0])] = list(zip(bounds[::2], bounds[1::2], strict=True))
+    return out
 
 
 def load_user(raw: bytes) -> UserState:
@@ -300,7 +376,7 @@ def load_user(raw: bytes) -> UserState:
             buckets={int(row[0]): [int(x) for x in row[1:]] for row in p["b"]},
             categories={int(m): {str(k): int(v) for k, v in cats.items()} for m, cats in p["c"]},
             seen={int(e): (int(part), int(off), int(m)) for e, part, off, m in p["s"]},
-            watermarks={int(part): int(off) for part, off in p["w"]},
+            covered=_load_coverage(p),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"corrupt user state: {exc!r}") from None
@@ -312,7 +388,7 @@ def dump_item(state: ItemState) -> bytes:
         "l": state.last_ms,
         "n": state.counted,
         "b": [[m, *row] for m, row in state.buckets.items()],
-        "w": [[p, o] for p, o in state.watermarks.items()],
+        "k": _dump_coverage(state.covered),
     }
     return json.dumps(payload, separators=(",", ":")).encode()
 
@@ -324,7 +400,7 @@ def load_item(raw: bytes) -> ItemState:
             last_ms=int(p["l"]),
             counted=int(p["n"]),
             buckets={int(row[0]): [int(x) for x in row[1:]] for row in p["b"]},
-            watermarks={int(part): int(off) for part, off in p["w"]},
+            covered=_load_coverage(p),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"corrupt item state: {exc!r}") from None

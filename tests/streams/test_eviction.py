@@ -44,7 +44,7 @@ class Table:
 
 
 def user(last_ms: int, partition: int = 0) -> UserState:
-    return UserState(last_ms=last_ms, counted=1, watermarks={partition: 5})
+    return UserState(last_ms=last_ms, counted=1, covered={partition: [(5, 5)]})
 
 
 def test_sweep_tombstones_idle_users_of_owned_partitions_only_and_memory_follows_active_users() -> None:

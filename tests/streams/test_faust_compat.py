@@ -13,6 +13,7 @@ from streams.faust_compat import (
     OffsetBook,
     acting_as,
     check_faust_version,
+    guard_commit_head,
     register_codec,
     set_table_serializers,
 )
@@ -89,3 +90,16 @@ def test_offset_book_reads_a_real_faust_consumer(app: Any) -> None:
     [in_flight] = book.in_flight({"compat-in"})
     assert (in_flight.tp, in_flight.offset, in_flight.refcount) == (TP("compat-in", 3), 41, 1)
     assert book.in_flight({"other"}) == []
+
+
+def test_a_lost_head_message_holds_the_commit_and_a_complete_run_commits(app: Any) -> None:
+    from faust.types import TP
+
+    guard_commit_head()
+    guard_commit_head()  # idempotent
+    consumer, tp = app.consumer, TP("compat-commit", 0)
+    consumer._committed_offset[tp] = 10  # the next offset to read
+    consumer._acked[tp].extend([11, 12, 13])  # 10 was never acknowledged: lost or still in flight
+    assert consumer._new_offset(tp) is None
+    consumer._acked[tp].insert(0, 10)
+    assert consumer._new_offset(tp) == 14

@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 from streamrec.client.dlq import parse_dead_letter
 from streamrec.retry import PermanentStoreError
 from streamrec.schemas.events import InteractionEvent
+from streams.batch import decode_bundle
 from streams.metrics import WorkerMetrics
 from streams.processors import Incoming, InteractionsProcessor
 from streams.pusher import MicroBatchPusher
@@ -243,3 +244,57 @@ def test_close_gives_up_on_a_push_hanging_in_feast_within_its_timeout() -> None:
         assert asyncio.run(scenario()) < 5
     finally:
         stuck.set()
+
+
+class Acked:
+    """A topic sender that hands back the broker's acknowledgement; the first ``failures`` deliveries fail."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.delivered: list[bytes] = []
+        self.pending: list[tuple[asyncio.Future[None], bytes]] = []
+
+    async def __call__(self, key: bytes | None, value: bytes, partition: int | None = None) -> asyncio.Future[None]:
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((ack, value))
+        return ack
+
+    def settle(self) -> None:
+        for ack, value in self.pending:
+            if self.failures:
+                self.failures -= 1
+                ack.set_exception(TimeoutError("batch expired"))
+            else:
+                self.delivered.append(value)
+                ack.set_result(None)
+        self.pending.clear()
+
+
+def test_the_batch_is_released_only_once_the_broker_acknowledged_its_by_item_bundles() -> None:
+    forward = Acked(failures=1)
+    proc = processor()
+    proc.forward = forward
+    events = [InteractionEvent.new("u1", f"i{n}", "view", timestamp=APPEND) for n in range(6)]
+    released: list[bool] = []
+
+    async def scenario() -> None:
+        task = asyncio.create_task(
+            proc.process([message(e, n) for n, e in enumerate(events)], lambda: released.append(True))
+        )
+        while not forward.pending:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert not released, "released before the by-item bundles were acknowledged"
+        sent = len(forward.pending)
+        forward.settle()  # the first delivery fails: its bundle is sent again
+        while not forward.pending:
+            await asyncio.sleep(0.01)
+        assert not released
+        forward.settle()
+        await asyncio.wait_for(task, 5)
+        assert len(forward.delivered) == sent
+
+    asyncio.run(scenario())
+    assert released == [True]
+    entries = sum(len(decode_bundle(v).entries) for v in forward.delivered)
+    assert entries == len(events)

@@ -11,6 +11,7 @@ import pytest
 from streamrec.errors import DataError
 from streamrec.features import EVENT_TYPES, ITEM_COUNT_FEATURES, USER_COUNT_FEATURES
 from streams.state import (
+    MAX_SPANS,
     DedupeLimits,
     EventRecord,
     ItemEntry,
@@ -19,12 +20,15 @@ from streams.state import (
     UserState,
     apply_item_entry,
     apply_user_event,
+    cover,
     dump_item,
     dump_user,
+    is_covered,
     item_features,
     load_item,
     load_user,
     prune_user,
+    runs,
     user_features,
 )
 from tests.streams.ground_truth import item_truth, user_truth
@@ -136,7 +140,7 @@ def test_same_id_at_another_position_is_a_duplicate() -> None:
     assert state.counted == 1
 
 
-def test_evicted_id_at_or_below_the_watermark_is_stale_not_recounted() -> None:
+def test_evicted_id_at_a_covered_offset_is_stale_not_recounted() -> None:
     limits = DedupeLimits(max_events=2, window_minutes=10**9)
     state = UserState()
     evs = [record("u", "a", "view", T0 + n, offset=n) for n in range(5)]
@@ -149,7 +153,7 @@ def test_evicted_id_at_or_below_the_watermark_is_stale_not_recounted() -> None:
     assert state.counted == 5
 
 
-def test_a_duplicate_moves_the_watermark_so_its_reread_is_not_counted_after_eviction() -> None:
+def test_a_duplicates_offset_is_covered_so_its_reread_is_not_counted_after_eviction() -> None:
     limits = DedupeLimits(max_events=1, window_minutes=10**9)
     state = UserState()
     first = record("u", "a", "view", T0, offset=1)
@@ -222,14 +226,54 @@ def test_item_features_equal_the_pandas_ground_truth(span_days: float) -> None:
         assert load_item(dump_item(state)) == state
 
 
-def test_item_watermarks_skip_reforwarded_events_per_source_partition() -> None:
+def test_item_coverage_skips_reforwarded_entries_per_source_partition_and_applies_late_ones() -> None:
     state = ItemState()
     view, click = EVENT_TYPES.index("view"), EVENT_TYPES.index("click")
     assert apply_item_entry(state, 0, ItemEntry("i", view, T0, 10))
-    assert apply_item_entry(state, 1, ItemEntry("i", click, T0, 3))  # other partition: own watermark
-    assert not apply_item_entry(state, 0, ItemEntry("i", view, T0, 10))
+    assert apply_item_entry(state, 1, ItemEntry("i", click, T0, 3))  # other partition: its own coverage
+    assert not apply_item_entry(state, 0, ItemEntry("i", view, T0, 10))  # re-forwarded
+    # Read after offset 10 but never applied (a lost fetch re-read later): counted, not taken for a repeat.
+    assert apply_item_entry(state, 0, ItemEntry("i", view, T0, 9))
     assert not apply_item_entry(state, 0, ItemEntry("i", view, T0, 9))
-    assert apply_item_entry(state, 0, ItemEntry("i", view, T0, 11))
     feats = dict(zip(ITEM_COUNT_FEATURES, item_features(state).counts, strict=True))
     assert feats["view_count_1h"] == 2 and feats["click_count_1h"] == 1
     assert item_features(state).ctr_24h == 0.5
+
+
+def test_an_unknown_id_read_after_later_offsets_is_new_not_stale() -> None:
+    """A partition re-read from its committed offset after later offsets were applied (Faust dropped the
+    first fetch): the events never applied count once, those applied are re-reads."""
+    state = UserState()
+    late = [record("u", f"i{n}", "view", T0 + n, offset=n) for n in range(10, 15)]
+    early = [record("u", f"i{n}", "view", T0 + n, offset=n) for n in range(5, 10)]
+    assert all(apply_user_event(state, ev, "c") is Outcome.NEW for ev in late)
+    assert all(apply_user_event(state, ev, "c") is Outcome.NEW for ev in early)
+    assert all(apply_user_event(state, ev, "c") is Outcome.REPROCESSED for ev in early + late)
+    assert state.counted == 10
+    assert state.covered == {0: [(5, 14)]}
+
+
+def test_cover_merges_overlapping_and_adjacent_ranges_and_bounds_their_number() -> None:
+    spans: list[tuple[int, int]] = []
+    assert cover(spans, 10, 12) and cover(spans, 20, 25) and cover(spans, 0, 3)
+    assert spans == [(0, 3), (10, 12), (20, 25)]
+    assert not cover(spans, 21, 24)  # inside
+    assert cover(spans, 13, 19)  # adjacent to both: one range
+    assert spans == [(0, 3), (10, 25)]
+    assert cover(spans, 2, 11) and spans == [(0, 25)]
+    assert [is_covered(spans, o) for o in (-1, 0, 25, 26)] == [False, True, True, False]
+    many: list[tuple[int, int]] = []
+    for n in range(MAX_SPANS + 5):
+        cover(many, 10 * n, 10 * n + 1)
+    assert (
+        len(many) == MAX_SPANS and many[0] == (0, 51) and many[-1] == (10 * (MAX_SPANS + 4), 10 * (MAX_SPANS + 4) + 1)
+    )
+    assert runs([7, 3, 4, 5, 9, 8, 4]) == [(3, 5), (7, 9)]
+
+
+def test_state_written_with_one_watermark_per_partition_reads_as_the_range_up_to_it() -> None:
+    user = load_user(b'{"v":1,"l":5,"n":1,"r":[],"b":[],"c":[],"s":[],"w":[[2,41]]}')
+    item = load_item(b'{"v":1,"l":5,"n":1,"b":[],"w":[[0,7],[1,3]]}')
+    assert user.covered == {2: [(0, 41)]} and item.covered == {0: [(0, 7)], 1: [(0, 3)]}
+    assert apply_user_event(user, record("u", "a", "view", T0, offset=41, partition=2), "c") is Outcome.STALE
+    assert apply_user_event(user, record("u", "a", "view", T0, offset=42, partition=2), "c") is Outcome.NEW
