@@ -179,12 +179,84 @@ class _PopularSnapshot:
     order: np.ndarray  # item rows, most popular first
 
 
-class PopularityFallback:
-    """Popular items of the live export, with the request's filters applied; reloads when CURRENT changes."""
+class LiveAvailability:
+    """Which items the live catalog (:mod:`streamrec.catalog.live`) holds as unavailable, for the popularity
+    fallback: a thread follows one export version's live catalog, as the serving processes do, keeping only
+    item id -> available. The first call for a version waits up to ``first_wait_s`` for the whole catalog;
+    Redis unreachable: the last known set (empty at first), retried every ``retry_s``."""
 
-    def __init__(self, export_root: Path, check_every_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        prefix: str | None = None,  # None: the catalog sync's default
+        block_ms: int = 100,
+        retry_s: float = 2.0,
+        first_wait_s: float = 1.0,
+    ) -> None:
+        self.redis_url, self.prefix, self.block_ms = redis_url, prefix, block_ms
+        self.retry_s, self.first_wait_s = retry_s, first_wait_s
+        self._version = ""
+        self._unavailable: frozenset[str] = frozenset()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def unavailable(self, version: str) -> frozenset[str]:
+        with self._lock:
+            if version != self._version:
+                self._follow(version)
+        self._ready.wait(self.first_wait_s)
+        return self._unavailable
+
+    def _follow(self, version: str) -> None:
+        self.close()
+        self._version, self._unavailable = version, frozenset()
+        self._ready, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(version, self._ready, self._stop), daemon=True)
+        self._thread.start()
+
+    def _run(self, version: str, ready: threading.Event, stop: threading.Event) -> None:
+        import redis
+
+        from streamrec.catalog.live import DEFAULT_PREFIX, LiveCatalogReader, LiveKeys
+
+        client = redis.Redis.from_url(
+            self.redis_url, socket_timeout=5.0 + self.block_ms / 1000.0, socket_connect_timeout=self.first_wait_s
+        )
+        reader = LiveCatalogReader(client, LiveKeys.for_version(version, self.prefix or DEFAULT_PREFIX))
+        available: dict[str, bool] = {}
+        while not stop.is_set():
+            try:
+                entries = reader.poll(self.block_ms)
+            except Exception as exc:  # Redis down, a bad entry: keep the last set
+                log.debug("live availability of %s not updated: %s", version, exc)
+                ready.set()
+                stop.wait(self.retry_s)
+                continue
+            available.update((e.item_id, e.available) for e in entries)
+            if entries and not stop.is_set():
+                self._unavailable = frozenset(i for i, a in available.items() if not a)
+            ready.set()
+        client.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+        self._thread = None
+
+
+class PopularityFallback:
+    """Popular items of the live export, with the request's filters applied; reloads when CURRENT changes.
+    With ``availability``, items the live catalog holds as unavailable are left out too."""
+
+    def __init__(
+        self, export_root: Path, check_every_s: float = 5.0, availability: LiveAvailability | None = None
+    ) -> None:
         self.export_root = Path(export_root)
         self.check_every_s = check_every_s
+        self.availability = availability
         self._snapshot: _PopularSnapshot | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
@@ -217,6 +289,8 @@ class PopularityFallback:
         include = {snap.categories.index(c) for c in opts.include_categories if c in snap.categories}
         exclude = {snap.categories.index(c) for c in opts.exclude_categories if c in snap.categories}
         excluded_items = set(opts.exclude_items)
+        if self.availability is not None:
+            excluded_items |= self.availability.unavailable(snap.version)
         items: list[str] = []
         for row in snap.order:
             cat = int(snap.category_idx[row])
@@ -296,12 +370,18 @@ class _ClientBase:
     """What the sync and asyncio clients share: settings, fallback, breaker, output names, failure handling."""
 
     def __init__(
-        self, grpc_module: Any, settings: TritonSettings | None, export_root: Path | None, retry_after_s: float
+        self,
+        grpc_module: Any,
+        settings: TritonSettings | None,
+        export_root: Path | None,
+        retry_after_s: float,
+        availability: LiveAvailability | None = None,
     ) -> None:
         self.settings = settings or TritonSettings.load()
         self._grpc = grpc_module
         self._client = grpc_module.InferenceServerClient(self.settings.effective_grpc_url, verbose=False)
-        self.fallback = PopularityFallback(export_root or PathsSettings.load().export_root)
+        root = export_root or PathsSettings.load().export_root
+        self.fallback = PopularityFallback(root, availability=availability)
         self._breaker = _Breaker(retry_after_s)
         self._timing_outputs: list[str] | None = None
 
@@ -349,10 +429,11 @@ class PipelineClient(_ClientBase):
         settings: TritonSettings | None = None,
         export_root: Path | None = None,
         retry_after_s: float = 1.0,
+        availability: LiveAvailability | None = None,
     ) -> None:
         import tritonclient.grpc as grpcclient
 
-        super().__init__(grpcclient, settings, export_root, retry_after_s)
+        super().__init__(grpcclient, settings, export_root, retry_after_s, availability)
 
     def _timings(self) -> list[str]:
         if self._timing_outputs is None:
@@ -386,10 +467,11 @@ class AsyncPipelineClient(_ClientBase):
         settings: TritonSettings | None = None,
         export_root: Path | None = None,
         retry_after_s: float = 1.0,
+        availability: LiveAvailability | None = None,
     ) -> None:
         import tritonclient.grpc.aio as aioclient
 
-        super().__init__(aioclient, settings, export_root, retry_after_s)
+        super().__init__(aioclient, settings, export_root, retry_after_s, availability)
 
     async def _timings(self) -> list[str]:
         if self._timing_outputs is None:

@@ -1,13 +1,15 @@
 """The live catalog in a serving process: entries applied as new snapshots (appended in index order, gaps padded
 and masked, availability masked and unmasked, earlier snapshots untouched), every stage's view of an index it
-has not received yet, FAISS masking on every index type, the follower thread, and the reference pipeline
-returning an added item and dropping an unavailable one."""
+has not received yet, FAISS masking on every index type, the follower thread, the reference pipeline
+returning an added item and dropping an unavailable one, and the popularity fallback leaving out unavailable
+items."""
 
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,8 +36,17 @@ from serving.pipeline.stages.request_filters import FilterStage
 from serving.pipeline.stages.rerank import RerankStage
 from serving.pipeline.stages.retrieval import RetrievalStage, masked_search_params
 from streamrec import artifacts as art
-from streamrec.catalog.live import LiveItem, LiveVectors
-from streamrec.pipeline_client import ITEM_IDS, OPTIONS, K, RecommendOptions, RecommendRequest, request_arrays
+from streamrec.catalog.live import LiveCatalogWriter, LiveItem, LiveKeys, LiveVectors
+from streamrec.pipeline_client import (
+    ITEM_IDS,
+    OPTIONS,
+    K,
+    LiveAvailability,
+    PopularityFallback,
+    RecommendOptions,
+    RecommendRequest,
+    request_arrays,
+)
 from tests.serving.conftest import DEAD_REDIS, make_config
 
 N, D, Q, T, IMG = 6, 4, 2, 3, 0  # export items, embedding dim, dense / text / image widths
@@ -380,3 +391,46 @@ def test_reference_returns_an_added_item_and_drops_an_unavailable_one(pipeline: 
     assert "brand-new" not in pipeline.recommend(in_category).items
     catalog.apply([LiveItem(before[0], top + 1, True, 3)])
     assert pipeline.recommend(request).items == before
+
+
+# -- the popularity fallback ---------------------------------------------------------------------------------
+def test_fallback_with_an_unreachable_live_catalog_answers_at_once_unfiltered(export_root: Path) -> None:
+    plain = PopularityFallback(export_root).recommend(RecommendRequest(user_id=None, k=5), "test").items
+    availability = LiveAvailability(DEAD_REDIS, retry_s=0.05)
+    try:
+        start = time.monotonic()
+        got = PopularityFallback(export_root, availability=availability).recommend(RecommendRequest(None, 5), "t")
+        assert got.items == plain and time.monotonic() - start < 1.0
+    finally:
+        availability.close()
+
+
+def test_fallback_leaves_out_items_the_live_catalog_made_unavailable(
+    stack: Any, export_root: Path, unique_id: str
+) -> None:
+    import redis
+
+    prefix = f"test-{unique_id}"  # nothing else follows these keys
+    directory = art.current_dir(export_root)
+    maps = art.load_id_maps(directory)
+    client = redis.Redis.from_url(stack.redis.effective_url)
+    keys = LiveKeys.for_version(directory.name, prefix)
+    writer = LiveCatalogWriter(client, keys, len(maps.item_ids))
+    availability = LiveAvailability(stack.redis.effective_url, prefix=prefix)
+    fallback = PopularityFallback(export_root, availability=availability)
+    request = RecommendRequest(user_id=None, k=5)
+    try:
+        before = fallback.recommend(request, "test").items
+        index = {item: i + 1 for i, item in enumerate(maps.item_ids)}
+        writer.publish(
+            [LiveItem(before[0], index[before[0]], False, 1), LiveItem(before[2], index[before[2]], False, 1)]
+        )
+        assert wait_for(lambda: before[0] not in fallback.recommend(request, "test").items)
+        after = fallback.recommend(request, "test").items
+        assert len(after) == 5 and after[:3] == [before[1], before[3], before[4]]
+        writer.publish([LiveItem(before[0], index[before[0]], True, 2), LiveItem(before[2], index[before[2]], True, 2)])
+        assert wait_for(lambda: fallback.recommend(request, "test").items == before)
+    finally:
+        availability.close()
+        client.delete(keys.state, keys.changes, keys.index, keys.next_index)
+        client.close()
