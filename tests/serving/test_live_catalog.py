@@ -28,7 +28,7 @@ from serving.pipeline.contract import (
     QUERY,
     RANK_SCORES,
 )
-from serving.pipeline.live_catalog import CatalogFollower, LiveCatalog, export_catalog
+from serving.pipeline.live_catalog import CatalogFollower, LiveCatalog, export_catalog, redis_source
 from serving.pipeline.reference import ReferencePipeline
 from serving.pipeline.stages.bloom_filter import BloomStage
 from serving.pipeline.stages.item_features import ItemFeatureCache, ItemFeatureStage
@@ -432,5 +432,30 @@ def test_fallback_leaves_out_items_the_live_catalog_made_unavailable(
         assert wait_for(lambda: fallback.recommend(request, "test").items == before)
     finally:
         availability.close()
+        client.delete(keys.state, keys.changes, keys.index, keys.next_index)
+        client.close()
+
+
+def test_follower_on_redis_skips_an_entry_it_cannot_decode_and_keeps_the_rest(stack: Any, unique_id: str) -> None:
+    """One corrupt entry in the live catalog must not stop a serving process from taking the others, neither
+    when it starts nor while it follows."""
+    import redis
+
+    client = redis.Redis.from_url(stack.redis.effective_url)
+    keys = LiveKeys.for_version(f"v-{unique_id}")
+    writer = LiveCatalogWriter(client, keys, n_export_items=N)
+    catalog = LiveCatalog(CatalogSnapshot.of_export(export_rows()))
+    try:
+        client.hset(keys.state, "broken", b"\x00\x00\x00\x05{oops")
+        writer.publish([added(N + 1)])
+        catalog.follow(lambda: redis_source(stack.redis.effective_url, keys, 2.0, 20), block_ms=20, retry_s=0.05)
+        assert catalog.snapshot.n_items == N + 1  # bootstrapped past the broken entry
+        client.xadd(keys.changes, {"item": "broken"})
+        writer.publish([LiveItem("e2", 2, False, 5)])
+        assert wait_for(lambda: not catalog.snapshot.servable(np.array([2]))[0])
+        writer.publish([added(N + 2)])
+        assert wait_for(lambda: catalog.snapshot.n_items == N + 2)  # still following
+    finally:
+        catalog.close()
         client.delete(keys.state, keys.changes, keys.index, keys.next_index)
         client.close()
