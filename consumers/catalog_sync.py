@@ -206,8 +206,12 @@ class CatalogSync:
     # ----------------------------------------------------------------------------------------------- write
 
     def publish_pending(self, limit: int | None = None) -> int:
-        """Publish the live entries of pending items for the export (up to ``limit`` items); returns how many
-        entries changed."""
+        """Publish the live entries of up to ``limit`` pending items for the export; returns how many changed.
+
+        Entries that need no embedding (known items, availability changes, deletes, unchanged content) are
+        published at once; then at most ``embed_batch`` new contents are embedded and published. Items left to
+        embed stay pending for the next call, so an availability change never waits behind a long embedding.
+        """
         export = self.export
         if export is None or not self.pending:
             return 0
@@ -219,28 +223,34 @@ class CatalogSync:
                 break
             if item_id not in chosen:
                 take.append(item_id)
-        records = [self.items.records[i] for i in take]
-        plan = plan_items(records, export.catalog, export.live.index_for, export.live.vectors)
-        entries = list(plan.ready)
-        fingerprints: dict[str, str] = {}
-        for start in range(0, len(plan.to_embed), self.embed_batch):
-            chunk = plan.to_embed[start : start + self.embed_batch]
+        plan = plan_items([self.items.records[i] for i in take], export.catalog, export.live.index_for,
+                          export.live.vectors)  # fmt: skip
+        done = [entry.item_id for entry in plan.ready]
+        changed = self._publish(export, plan.ready, {})
+        chunk = plan.to_embed[: self.embed_batch]
+        if chunk:
             began, failures = time.monotonic(), export.embedder.image_failures
             vectors = export.embedder.embed(chunk)
             self.metrics.embed_seconds.observe(time.monotonic() - began)
             self.metrics.items_embedded.inc(len(chunk))
             self.metrics.image_failures.inc(export.embedder.image_failures - failures)
             self.stats.embedded += len(chunk)
-            entries.extend(embedded_items(chunk, vectors))
-            fingerprints.update((r.item.item_id, r.fingerprint) for r in chunk)
+            fingerprints = {r.item.item_id: r.fingerprint for r in chunk}
+            changed += self._publish(export, embedded_items(chunk, vectors), fingerprints)
+            done += list(fingerprints)
+        for item_id in done:
+            self.changed.pop(item_id, None)
+            self.republish.pop(item_id, None)
+        return changed
+
+    def _publish(self, export: LoadedExport, entries: Sequence[LiveItem], fingerprints: dict[str, str]) -> int:
+        if not entries:
+            return 0
         changed = export.live.publish(entries, fingerprints)
         published_at_ms = int(self.clock() * 1000)
         for entry in changed:
             if entry.updated_ms >= self.started_ms:
                 self.metrics.publish_lag.observe(max(published_at_ms - entry.updated_ms, 0) / 1000)
-        for item_id in take:
-            self.changed.pop(item_id, None)
-            self.republish.pop(item_id, None)
         self.metrics.entries_published.inc(len(changed))
         self.stats.published += len(changed)
         return len(changed)
@@ -261,9 +271,12 @@ class CatalogSync:
         self.metrics.last_poll.set(self.clock())
         items, users = self.ingest(batch)
         self.changed.update(dict.fromkeys(r.key for r in items))
-        # Bounded work per step, so a republish of a large catalog never starves the live changes for long.
-        # Live entries first: they are what the delay to a recommendation waits for.
-        self.publish_pending(self.publish_batch)
+        # Nothing is published while the replay has not reached the end the topics had at start: an id's older
+        # versions would be published, then replaced (readers would churn, and a restart would not be a no-op).
+        # Then bounded work per step, so a republish of a large catalog never starves the live changes for long;
+        # live entries before Feast rows: they are what the delay to a recommendation waits for.
+        if self.feed.caught_up():
+            self.publish_pending(self.publish_batch)
         self.write_features(items, users)
         self.dead_letters.flush()
         self.metrics.live_items.set(len(self.items))

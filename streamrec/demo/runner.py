@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from streamrec.archive import read_interactions
 from streamrec.artifacts import load_metadata, read_current, version_dir
@@ -198,7 +199,7 @@ class Demo:
             self.streamrec("train", "full", "--dataset", self.options.dataset)
 
     def start_serving(self) -> None:
-        say("4/7 Feast feature repository, Triton ensemble, streaming worker, archiver and API")
+        say("4/7 Feast feature repository, Triton ensemble, streaming worker, archiver, API and catalog sync")
         if self.has("features"):
             self.streamrec("features", "apply", "--dataset", self.options.dataset, "--materialize")
         if self.has("serve"):
@@ -213,6 +214,8 @@ class Demo:
             note(f"web page: http://127.0.0.1:{API_PORT}/ui  (API key: {DEMO_API_KEY})")
         if "worker" in self.available:
             self.wait_for("the worker", lambda: _http_ok(f"http://127.0.0.1:{WORKER_WEB_PORT}/metrics"))
+        if self.has("catalog-sync"):
+            self.spawn("catalog-sync", "catalog-sync", "--export-root", str(self.paths.export_root))
 
     def replay(self) -> list[str]:
         say(f"5/7 Replaying {self.options.replay_limit:,} {self.options.dataset} events into Kafka")
@@ -264,6 +267,24 @@ class Demo:
         if "api" in self.available and "worker" in self.available:
             note("(d) a seen item disappears from the user's results (Bloom filter exclusion):")
             showcase.show_seen_item_disappears(api, users[0], note)
+        if "api" in self.available and "catalog-sync" in self.available:
+            content = self._item_content()
+            note("(e) an item added to the catalog through the API is recommended, without retraining:")
+            showcase.show_item_added_live(api, users[0], content, note)
+            note("(f) an item made unavailable disappears from every answer:")
+            showcase.show_item_made_unavailable(api, users, content, note)
+
+    def _item_content(self) -> dict[str, dict[str, Any]]:
+        """Titles and categories of the dataset's items (what a shop would send for them)."""
+        from streamrec.archive import read_items
+        from streamrec.catalog.models import MAX_TITLE_CHARS
+
+        frame = read_items(self.dataset_root)
+        return {
+            str(row.item_id): {"title": str(row.text or row.item_id)[:MAX_TITLE_CHARS] or str(row.item_id),
+                               "category": str(row.category or "unknown")[:128]}
+            for row in frame[["item_id", "category", "text"]].itertuples(index=False)
+        }  # fmt: skip
 
     def _show_state_update(self, user_id: str) -> None:
         from streamrec.feast_config import open_configured_store

@@ -1,4 +1,5 @@
-"""What the demo shows once everything runs: API recommendations, live state, pushed recs, seen items dropping out.
+"""What the demo shows once everything runs: API recommendations, live state, pushed recs, seen items dropping out,
+and the live catalog: an item added through the API recommended, an item made unavailable gone.
 
 Everything here talks to the running services the way a client application would: HTTP to the API, the SDK
 to Kafka, and reads of the stores the worker writes (Bloom filters in Redis, Feast's online store). No
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -48,6 +50,12 @@ class ApiClient:
             response = client.get("/v1/recommendations", params=query)
         response.raise_for_status()
         return dict(response.json())
+
+    def put_item(self, item: dict[str, Any]) -> int:
+        """``PUT /v1/items/{item_id}``; answers 202 once Kafka has the record."""
+        with self._client() as client:
+            response = client.put(f"/v1/items/{item['item_id']}", json=item)
+        return response.status_code
 
     def post_event(self, event: InteractionEvent) -> int:
         with self._client() as client:
@@ -192,3 +200,55 @@ def show_event_updates_state(
 
 def connect_bloom() -> SeenItemStore:
     return SeenItemStore.connect(RedisSettings.load(), BloomSettings.load())
+
+
+def _item_ids(api: ApiClient, user_id: str, k: int) -> list[str]:
+    return [i["item_id"] for i in api.recommendations(user_id, k=k)["items"]]
+
+
+def _wait(done: Callable[[], bool], timeout_s: float) -> float | None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if done():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    return None
+
+
+def show_item_added_live(
+    api: ApiClient, user_id: str, content: dict[str, dict[str, Any]], say: Say, k: int = 20, timeout_s: float = 20.0
+) -> float | None:
+    """A new item, with the content of the user's top recommendation, goes in through the API; the time until it
+    is in the user's top ``k`` (it was never trained on: its vectors come from its content alone)."""
+    top = _item_ids(api, user_id, k)[0]
+    like = content.get(top, {"title": f"like {top}", "category": "unknown"})
+    new_id = f"new-{uuid.uuid4().hex[:6]}"
+    item = {"item_id": new_id, **like, "updated_at": datetime.now(UTC).isoformat()}
+    status = api.put_item(item)
+    say(f"PUT /v1/items/{new_id} ({item['title'][:50]!r}, like user {user_id}'s top item {top}) -> HTTP {status}")
+    took = _wait(lambda: new_id in _item_ids(api, user_id, k), timeout_s)
+    if took is None:
+        say(f"{new_id} is not in user {user_id}'s top {k} after {timeout_s:.0f}s")
+    else:
+        rank = _item_ids(api, user_id, k).index(new_id) + 1
+        say(f"after {took * 1000:.0f} ms: {new_id} is recommended to user {user_id} (rank {rank} of {k})")
+    return took
+
+
+def show_item_made_unavailable(
+    api: ApiClient, users: list[str], content: dict[str, dict[str, Any]], say: Say, k: int = 10,
+    timeout_s: float = 10.0,
+) -> float | None:  # fmt: skip
+    """The first user's top item is marked ``available: false``; the time until no user's answer has it. It is
+    made available again afterwards."""
+    victim = _item_ids(api, users[0], k)[0]
+    base = {"item_id": victim, **content.get(victim, {"title": victim, "category": "unknown"})}
+    status = api.put_item({**base, "available": False, "updated_at": datetime.now(UTC).isoformat()})
+    say(f"PUT /v1/items/{victim} with available: false -> HTTP {status}")
+    took = _wait(lambda: all(victim not in _item_ids(api, u, k) for u in users), timeout_s)
+    if took is None:
+        say(f"{victim} is still recommended after {timeout_s:.0f}s")
+    else:
+        say(f"after {took * 1000:.0f} ms: {victim} is gone from the answers of users {', '.join(users)}")
+    api.put_item({**base, "available": True, "updated_at": datetime.now(UTC).isoformat()})
+    return took

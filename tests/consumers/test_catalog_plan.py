@@ -299,3 +299,30 @@ def test_changes_read_are_published_before_the_rest_of_a_republish(loop, tmp_pat
     while sync.pending:
         sync.step()
     assert set(fresh.entries) == {f"n{n}" for n in range(6)}
+
+
+def test_nothing_is_published_before_the_replay_reached_the_end_then_each_winner_once(loop) -> None:  # type: ignore[no-untyped-def]
+    sync, feed, _, lives, _ = loop
+    for minutes in (1, 3, 2):
+        feed.add("items", "new", it("new", minutes, title=f"v{minutes}").to_json_bytes())
+    sync.check_export(force=True)
+    sync.step()
+    sync.step()
+    live = lives["v20261130000000-aaaaaa"]
+    assert live.publishes == 0 and sync.pending == 1
+    sync.step()  # the last message read: caught up
+    assert live.publishes == 1 and live.entries["new"].updated_ms == it("new", 3).updated_ms
+
+
+def test_availability_changes_are_published_before_a_backlog_of_items_to_embed(loop) -> None:  # type: ignore[no-untyped-def]
+    sync, feed, _, lives, _ = loop
+    sync.embed_batch = 1
+    feed.batches = [[RawRecord("items", 0, n, f"n{n}".encode(), it(f"n{n}").to_json_bytes()) for n in range(3)]]
+    feed.batches[0].append(RawRecord("items", 0, 9, b"a", it("a", available=False).to_json_bytes()))
+    sync.check_export(force=True)
+    sync.step()
+    live = lives["v20261130000000-aaaaaa"]
+    assert set(live.entries) == {"a", "n0"} and sync.pending == 2  # one embedding per step
+    sync.step()
+    sync.step()
+    assert set(live.entries) == {"a", "n0", "n1", "n2"} and not sync.pending
