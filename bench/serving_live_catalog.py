@@ -5,7 +5,8 @@
   retrieval and rerank stages alone);
 * applying a batch of changes (a new snapshot) with that many added items already held;
 * the follower's idle cost: one blocking read of the change stream per ``block_ms`` (Redis round trips per
-  second, CPU seconds used by the process while idle).
+  second, CPU seconds used by the process while idle);
+* propagation: an entry published -> the follower's snapshot holds it (added item; item made unavailable).
 
     .venv/bin/python bench/serving_live_catalog.py --export-root EXPORTS [--masked 0.05] [--added 1000]
 
@@ -92,6 +93,45 @@ def idle_follower(redis_url: str, snapshot: CatalogSnapshot, seconds: float, blo
     }
 
 
+def propagation(redis_url: str, export: ExportReader, count: int, block_ms: int) -> dict[str, Any]:
+    """Entry published (the sync's ``publish``) -> the follower's snapshot shows it, ``count`` times each for an
+    added item and for an item made unavailable, one at a time: the serving side's share of the delay from a
+    catalog record to the answers (a request that starts after the swap sees the change)."""
+    import redis
+
+    from serving.pipeline.catalog_snapshot import CatalogSnapshot
+    from streamrec.catalog.live import LiveCatalogWriter
+
+    keys = LiveKeys.for_version(f"bench-{uuid.uuid4().hex[:8]}")
+    client = redis.Redis.from_url(redis_url)
+    n = export.metadata.n_items
+    writer = LiveCatalogWriter(client, keys, n)
+    catalog = LiveCatalog(CatalogSnapshot.of_export(export_catalog(export).snapshot.base))
+    catalog.follow(lambda: redis_source(redis_url, keys, 5.0, block_ms), block_ms, 1.0)
+    added_ms, masked_ms = [], []
+    try:
+        for j, item in enumerate(added_items(export, n + 1, count, seed=8)):
+            index = writer.index_for(item.item_id)
+            entry = LiveItem(item.item_id, index, True, 1, item.category_idx, item.vectors)
+            start = time.perf_counter()
+            writer.publish([entry])
+            while catalog.snapshot.n_items < index:
+                time.sleep(0.0002)
+            added_ms.append((time.perf_counter() - start) * 1000)
+            target = np.array([1 + j % n])
+            start = time.perf_counter()
+            writer.publish([LiveItem(export.id_maps.item_ids[j % n], 1 + j % n, False, 2 + j)])
+            while catalog.snapshot.servable(target)[0]:
+                time.sleep(0.0002)
+            masked_ms.append((time.perf_counter() - start) * 1000)
+            writer.publish([LiveItem(export.id_maps.item_ids[j % n], 1 + j % n, True, 3 + j)])
+    finally:
+        catalog.close()
+        client.delete(keys.state, keys.changes, keys.index, keys.next_index)
+        client.close()
+    return {"block_ms": block_ms, "added_ms": percentiles(added_ms), "unavailable_ms": percentiles(masked_ms)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export-root", type=Path, default=PathsSettings.load().export_root)
@@ -101,6 +141,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50, help="changes per applied batch")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--block-ms", type=int, default=100)
+    parser.add_argument("--propagation", type=int, default=200, help="publishes timed until the snapshot shows them")
     parser.add_argument("--no-redis", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -162,6 +203,9 @@ def main() -> None:
             export_catalog(pipelines["export_only"].export).snapshot,
             args.idle_seconds,
             args.block_ms,
+        )
+        result["propagation"] = propagation(
+            RedisSettings.load().effective_url, pipelines["export_only"].export, args.propagation, args.block_ms
         )
     dump(result, args.out)
 
