@@ -4,6 +4,7 @@ and tritonserver loading the model repository rendered from an export."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -30,6 +31,9 @@ OCI_LABELS = {"title", "version", "revision", "licenses", "source", "description
 #: Compilers and Python package tools a final stage must not carry (the base's apt stays, as in python:slim).
 BUILD_TOOLS = ("gcc", "cc", "c++", "make", "ld", "pip", "pip3")
 
+#: Working containers are named streamrec-smoke-PID-N: scripts/build_images.sh removes those whose test is gone.
+CONTAINER_NUMBERS = itertools.count()
+
 pytestmark = pytest.mark.skipif(BUILDAH is None, reason="buildah not installed: image smoke tests skipped")
 
 
@@ -54,7 +58,10 @@ def container() -> Iterator[Callable[[str], str]]:
     def make(name: str) -> str:
         inspect(name)
         ref = f"containers-storage:{image(name)}"
-        ctr = subprocess.run([BUILDAH, "from", "--pull-never", "--quiet", ref], capture_output=True, text=True)
+        ctr_name = f"streamrec-smoke-{os.getpid()}-{next(CONTAINER_NUMBERS)}"
+        ctr = subprocess.run(
+            [BUILDAH, "from", "--pull-never", "--quiet", "--name", ctr_name, ref], capture_output=True, text=True
+        )
         assert ctr.returncode == 0, ctr.stderr
         made.append(ctr.stdout.strip())
         return made[-1]
@@ -130,6 +137,21 @@ def test_image_runs_as_its_non_root_user_with_labels_and_no_build_tools(containe
     assert found.stdout.split() == []
     result = run(ctr, "streamrec", "--help")
     assert result.returncode == 0 and result.stdout.startswith("usage: streamrec"), result.stderr
+
+
+def dependency_layers(name: str) -> list[str]:
+    """The image's layers up to and including the one that installed its dependencies."""
+    oci = inspect(name)["OCIv1"]
+    layered = [h for h in oci["history"] if not h.get("empty_layer")]
+    assert len(layered) == len(oci["rootfs"]["diff_ids"])
+    install = next(i for i, h in enumerate(layered) if "/opt/streamrec-deps/requirements.txt" in h["created_by"])
+    return oci["rootfs"]["diff_ids"][: install + 1]
+
+
+def test_trainer_and_triton_images_share_their_dependency_layer() -> None:
+    """One multi-GB layer on disk for both, which a code change leaves in place."""
+    assert dependency_layers("streamrec-trainer") == dependency_layers("streamrec-triton")
+    assert dependency_layers("streamrec")[-1] != dependency_layers("streamrec-trainer")[-1]
 
 
 def test_streamrec_image_carries_no_model_code(container) -> None:
