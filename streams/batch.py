@@ -40,6 +40,7 @@ from streams.state import (
     item_features,
     prune_item,
     prune_user,
+    spans_holding,
     user_features,
 )
 
@@ -126,8 +127,17 @@ def plan_user(
         result.forwards.append(ev)
         result.trigger = ev
     if spans:
-        for partition in {ev.partition for ev in events}:
-            result.covered_more = cover_all(state.covered, partition, spans.get(partition, ())) or result.covered_more
+        # Only the ranges holding this user's events: as good for merging (a partition's batch is one range
+        # in the common case) and bounded by the user's events when a batch read many short runs.
+        by_partition: dict[int, list[int]] = {}
+        for ev in events:
+            by_partition.setdefault(ev.partition, []).append(ev.offset)
+        for partition, offsets in by_partition.items():
+            read = spans.get(partition)
+            if not read:
+                continue  # the events' own offsets are covered already
+            own = spans_holding(read, offsets)
+            result.covered_more = cover_all(state.covered, partition, own) or result.covered_more
     if result.changed:
         prune_user(state, limits)
     if result.effective:
@@ -218,8 +228,10 @@ def decode_bundle(raw: bytes) -> ItemBundle:
         spans: tuple[Span, ...] = ()
         if version == BUNDLE_FORMAT:
             spans = tuple((int(lo), int(hi)) for lo, hi in payload["s"])
-            if any(hi < lo for lo, hi in spans) or (spans and not all(_inside(e.offset, spans) for e in entries)):
-                raise ValueError("entries outside the bundle's offset ranges")
+            if any(hi < lo for lo, hi in spans) or any(b[0] <= a[1] for a, b in zip(spans, spans[1:], strict=False)):
+                raise ValueError("offset ranges not ascending and disjoint")
+            if spans:
+                spans_holding(spans, (e.offset for e in entries))  # raises for an entry outside them
         return ItemBundle(int(payload["p"]), entries, spans)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InvalidEventError("<bundle>", f"malformed by-item bundle: {exc}") from None
@@ -234,10 +246,6 @@ class ItemBatch:
     applied: int = 0
     skipped: int = 0
     features: ItemFeatures | None = None
-
-
-def _inside(offset: int, spans: Sequence[Span]) -> bool:
-    return any(lo <= offset <= hi for lo, hi in spans)
 
 
 def plan_item(
@@ -274,6 +282,12 @@ def spans_by_item(bundles: Iterable[ItemBundle]) -> dict[str, list[tuple[int, Sp
     """Item -> (source partition, offset range) of every bundle with an entry of the item."""
     out: dict[str, list[tuple[int, Span]]] = {}
     for bundle in bundles:
-        for item_id in dict.fromkeys(e.item_id for e in bundle.entries):
-            out.setdefault(item_id, []).extend((bundle.source_partition, span) for span in bundle.spans)
+        if not bundle.spans:
+            continue
+        offsets: dict[str, list[int]] = {}
+        for e in bundle.entries:
+            offsets.setdefault(e.item_id, []).append(e.offset)
+        for item_id, own in offsets.items():
+            holding = bundle.spans if len(bundle.spans) == 1 else spans_holding(bundle.spans, own)
+            out.setdefault(item_id, []).extend((bundle.source_partition, span) for span in holding)
     return out

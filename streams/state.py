@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right, insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -127,6 +127,18 @@ def cover_all(coverage: dict[int, list[Span]], partition: int, spans: Iterable[S
     for lo, hi in spans:
         grew = cover(own, lo, hi) or grew
     return grew
+
+
+def spans_holding(spans: Sequence[Span], offsets: Iterable[int]) -> list[Span]:
+    """Those of ``spans`` (sorted, disjoint) that hold at least one of ``offsets``, in order. Raises
+    ValueError for an offset outside every span."""
+    picked: set[int] = set()
+    for o in offsets:
+        k = bisect_right(spans, (o, _INF)) - 1
+        if k < 0 or spans[k][1] < o:
+            raise ValueError(f"offset {o} is outside the batch's ranges")
+        picked.add(k)
+    return [spans[k] for k in sorted(picked)]
 
 
 def runs(offsets: Iterable[int]) -> list[Span]:

@@ -202,3 +202,13 @@ def test_user_and_item_side_survive_a_crash_between_any_two_steps() -> None:
         assert item_features(crashy_items[item]).counts == item_features(state).counts, item
     views = ITEM_COUNT_FEATURES.index("view_count_24h")
     assert sum(item_features(s).counts[views] for s in clean_items.values()) == 400
+
+
+def test_a_user_covers_only_the_ranges_of_its_batch_that_hold_its_events() -> None:
+    """A batch that read many short runs (offsets skipped by the broker: transaction markers) costs each
+    user only the runs with its own events."""
+    spans = {0: runs(range(0, 400, 2))}  # 200 runs of one offset
+    state, effect = plan_user(None, [rec("u", "i", 10), rec("u", "j", 12)], lambda _: "c", LIMITS, spans)
+    assert state.covered == {0: [(10, 10), (12, 12)]} and effect.covered_more is False
+    state, effect = plan_user(None, [rec("u", "i", 10)], lambda _: "c", LIMITS, {0: [(5, 20)]})
+    assert state.covered == {0: [(5, 20)]} and effect.covered_more and effect.changed
