@@ -126,7 +126,8 @@ class KafkaComponent(Component):
         fmt_log = self.dir / "format.log"
         with open(fmt_log, "wb") as out:
             result = subprocess.run(
-                self._java(STORAGE_TOOL, "format", "-t", cid, "-c", str(self.config_path.resolve())),
+                # "--cluster-id=" form: an id starting with "-" (1 in 64) is otherwise read as an option.
+                self._java(STORAGE_TOOL, "format", f"--cluster-id={cid}", "-c", str(self.config_path.resolve())),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 check=False,
