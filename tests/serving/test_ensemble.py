@@ -58,6 +58,7 @@ def served(
     seen = SeenItemStore.connect(stack.redis, BloomSettings())
     yield {"reference": reference, "client": client, "seen": seen, "export_dir": export_dir}
     client.close()
+    reference.close()
     control = ModelControl(triton.http_url)
     remove(triton.model_repository, triton.ensemble_model, control)
     control.close()

@@ -95,6 +95,7 @@ def test_fused_layout_equals_reference_and_replaces_the_ensemble(
         assert got.scores == pytest.approx(expected.scores, rel=1e-4, abs=1e-6)
         assert got.flags == expected.flags and got.model_version == reference.version
     assert set(timed.timings_ms) == set(STAGES)
+    reference.close()
 
     # A second prepare with nothing new changes nothing.
     again = switch("fused")
