@@ -53,7 +53,8 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q -m integration
 
-# The three images (buildah; base image from Debian's packages when no registry answers); sizes and build times
+# The three images (buildah; base image from Debian's packages when no registry answers; FLAVOUR=gpu for the GPU
+# trainer and Triton images); layout and figures in containers/README.md; sizes and build times
 # land in build/images/report.tsv.
 images:
 	scripts/build_images.sh
