@@ -12,8 +12,15 @@ the same machine):
 * ``recs``: events at ``--recs-rate``/s, each from a user idle for > 2 s (so no debounce); timed from
   just before ``produce()`` to the recommendation message carrying it as ``trigger_event_id`` being read.
 * ``bloom``: MEMORY USAGE of one user's filter at the default capacity/error rate, both backends.
+* ``scaleout``: ``streamrec worker --workers N`` for N = 1, 2, 3 (``--scaleout-workers``), each on a fresh
+  6-partition topic holding ``--scaleout-events`` pre-produced events. The workers start one after another
+  (the supervisor starts the first alone), so the later ones join a group that is already processing: the
+  run includes the rebalances a scale-out under backlog goes through. Reported: total and per-worker
+  events/s from the first processed event to every offset committed, the same after the group settled
+  (every worker owning partitions), and the rebalance pause -- the longest stretch in which no worker
+  processed an event although the backlog was not empty.
 
-Usage: .venv/bin/python bench/streams_worker.py [--phases throughput,freshness,recs,bloom] [--events N]
+Usage: .venv/bin/python bench/streams_worker.py [--phases throughput,freshness,recs,bloom,scaleout] [--events N]
 """
 
 from __future__ import annotations
@@ -71,7 +78,7 @@ def rss_mb(pid: int) -> float:
 
 
 class Worker:
-    def __init__(self, tag: str, kafka: KafkaSettings, extra: dict[str, str] | None = None) -> None:
+    def __init__(self, tag: str, kafka: KafkaSettings, extra: dict[str, str] | None = None, workers: int = 1) -> None:
         self.kafka = kafka
         self.tag = tag
         self.topics = {k: f"bench.{k}.{tag}" for k in ("in", "recs", "dlq")}
@@ -84,6 +91,7 @@ class Worker:
             ],
         )
         self.port = free_port()
+        self.workers = workers
         self.app_id = f"bench-{tag}"
         self.env = {
             **os.environ,
@@ -103,15 +111,15 @@ class Worker:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrec.cli.main", "worker"],
+            [sys.executable, "-m", "streamrec.cli.main", "worker", "--workers", str(self.workers)],
             cwd=REPO,
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
 
-    def metrics(self) -> dict[str, float]:
-        raw = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
+    def metrics(self, index: int = 0) -> dict[str, float]:
+        raw = urllib.request.urlopen(f"http://127.0.0.1:{self.port + index}/metrics", timeout=2).read().decode()
         out = {}
         for line in raw.splitlines():
             if line.startswith("streamrec_worker_"):
@@ -402,6 +410,83 @@ def phase_bloom() -> dict[str, Any]:
     return out
 
 
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def scaleout_run(kafka: KafkaSettings, workers: int, n: int) -> dict[str, Any]:
+    worker = Worker(f"so{workers}{uuid.uuid4().hex[:6]}", kafka, workers=workers)
+    try:
+        produce_all(kafka, worker.topics["in"], synthetic_messages(n))
+        worker.start()
+        began = settled_at = done = None
+        settled_seen = 0.0
+        last_total, last_progress, pause = 0.0, None, 0.0
+        peak_rss = 0.0
+        while True:
+            assert worker.proc is not None
+            if worker.proc.poll() is not None:
+                raise SystemExit(f"workers exited; see {worker.log.name}")
+            totals, lags, owners = 0.0, [], 0
+            for k in range(workers):
+                try:
+                    m = worker.metrics(k)
+                except OSError:
+                    continue
+                totals += m.get("streamrec_worker_events_in_total", 0)
+                own = [v for key, v in m.items() if key.startswith("streamrec_worker_consumer_lag{")]
+                owners += bool(own)
+                lags += own
+            now = time.perf_counter()
+            pids = children(worker.proc.pid) if workers > 1 else [worker.proc.pid]  # one worker runs in-process
+            peak_rss = max(peak_rss, sum(rss_mb(p) for p in pids))
+            if totals > 0 and began is None:
+                began = last_progress = now - 0.1
+            if began is not None:
+                if totals > last_total:
+                    if last_progress is not None:
+                        pause = max(pause, now - last_progress)
+                    last_total, last_progress = totals, now
+                if settled_at is None and owners == workers and len(lags) == 2 * PARTITIONS:
+                    settled_at, settled_seen = now, totals
+            if totals >= n and len(lags) == 2 * PARTITIONS and all(v == 0 for v in lags):
+                done = now
+                break
+            time.sleep(0.1)
+        assert began is not None and done is not None
+        total_rate = n / (done - began)
+        out: dict[str, Any] = {
+            "workers": workers,
+            "events": n,
+            "total_per_s": round(total_rate),
+            "per_worker_per_s": round(total_rate / workers),
+            "rebalance_pause_s": round(pause, 2),
+            "group_settled_after_s": round((settled_at or done) - began, 1),
+            "events_read": int(last_total),  # re-reads after rebalances included
+            "peak_rss_mb_all_workers": round(peak_rss),
+        }
+        if settled_at is not None and done - settled_at > 5:
+            # From the moment every worker owns partitions: distinct events still to go are not known exactly,
+            # so this counts events read (re-reads included) -- an upper bound of the settled rate.
+            settled_rate = (last_total - settled_seen) / (done - settled_at)
+            out["settled_read_per_s"] = round(settled_rate)
+            out["settled_read_per_worker_per_s"] = round(settled_rate / workers)
+        return out
+    finally:
+        worker.stop()
+
+
+def phase_scaleout(kafka: KafkaSettings, n: int, counts: list[int]) -> dict[str, Any]:
+    runs = []
+    for workers in counts:
+        run = scaleout_run(kafka, workers, n)
+        run["loadavg_after"] = os.getloadavg()
+        print(json.dumps(run), flush=True)
+        runs.append(run)
+    return {"runs": runs}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phases", default="throughput,freshness,recs,bloom")
@@ -409,6 +494,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s of the freshness phase")
     parser.add_argument("--recs-rate", type=float, default=200.0, help="events/s of the recommendation phase")
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of the fixed-rate phases")
+    parser.add_argument("--scaleout-events", type=int, default=60_000, help="events per run of the scale-out phase")
+    parser.add_argument("--scaleout-workers", default="1,2,3", help="worker counts of the scale-out phase")
     args = parser.parse_args()
     kafka = KafkaSettings.load()
     results: dict[str, Any] = {
@@ -429,6 +516,9 @@ def main() -> int:
     if "bloom" in phases:
         results["bloom_memory_bytes"] = phase_bloom()
         print(json.dumps(results["bloom_memory_bytes"]), flush=True)
+    if "scaleout" in phases:
+        counts = [int(c) for c in args.scaleout_workers.split(",")]
+        results["scaleout"] = phase_scaleout(kafka, args.scaleout_events, counts)
     results["loadavg_after"] = os.getloadavg()
     print(json.dumps(results, indent=2))
     return 0

@@ -13,15 +13,30 @@ from streams.settings import StreamsSettings
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from streams.worker import run
-
     overrides = {}
     if args.app_id:
         overrides["app_id"] = args.app_id
     if args.web_port:
         overrides["web_port"] = args.web_port
     base = StreamsSettings.load()
-    return run(base.model_copy(update=overrides) if overrides else base)
+    settings = base.model_copy(update=overrides) if overrides else base
+    if args.workers > 1:
+        from streams.supervisor import Supervisor
+
+        return Supervisor(args.workers, settings).run()
+    from streams.worker import run
+
+    return run(settings)
+
+
+def _workers(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers must be a whole number, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be at least 1, got {n}")
+    return n
 
 
 def _features(args: argparse.Namespace) -> int:
@@ -50,6 +65,12 @@ def register(registry: PluginRegistry) -> None:
     def setup_worker(parser: argparse.ArgumentParser) -> CommandHandler:
         parser.add_argument("--app-id", help="Faust app id / consumer group (default STREAMREC_STREAMS_APP_ID)")
         parser.add_argument("--web-port", type=int, help="port of /metrics (default STREAMREC_STREAMS_WEB_PORT)")
+        parser.add_argument(
+            "--workers",
+            type=_workers,
+            default=1,
+            help="worker processes in one consumer group, supervised; worker i serves /metrics on web port + i",
+        )
         return _worker
 
     def setup_features(parser: argparse.ArgumentParser) -> CommandHandler:

@@ -61,10 +61,10 @@ class Worker:
     feast: FeastSettings
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, extra_env: dict[str, str] | None = None) -> None:
+    def start(self, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrec.cli.main", "worker"],
+            [sys.executable, "-m", "streamrec.cli.main", "worker", *args],
             cwd=REPO,
             env={**self.env, **(extra_env or {})},
             stdout=log,
@@ -76,8 +76,8 @@ class Worker:
     def proc(self) -> subprocess.Popen[bytes]:
         return self.procs[-1]
 
-    def metrics(self) -> dict[str, float]:
-        raw = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
+    def metrics(self, port: int | None = None) -> dict[str, float]:
+        raw = urllib.request.urlopen(f"http://127.0.0.1:{port or self.port}/metrics", timeout=2).read().decode()
         out: dict[str, float] = {}
         for line in raw.splitlines():
             if line.startswith("streamrec_worker_"):
@@ -88,8 +88,11 @@ class Worker:
     def metric(self, name: str) -> float:
         return sum(v for k, v in self.metrics().items() if re.fullmatch(rf"{name}(\{{.*\}})?", k))
 
-    def wait_idle(self, partitions: int, timeout_s: float = 90.0) -> dict[str, float]:
-        """Until every partition of the source and by-item topics has committed up to its end (twice)."""
+    def wait_idle(self, partitions: int, timeout_s: float = 90.0, workers: int = 1) -> dict[str, float]:
+        """Until every partition of the source and by-item topics has committed up to its end (twice).
+
+        With ``workers`` processes (``--workers``), their metrics are summed: each reports the partitions it owns.
+        """
         deadline = time.monotonic() + timeout_s
         settled = 0
         last: dict[str, float] = {}
@@ -97,7 +100,10 @@ class Worker:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                last = self.metrics()
+                last = {}
+                for n in range(workers):
+                    for key, value in self.metrics(self.port + n).items():
+                        last[key] = last.get(key, 0.0) + value
             except OSError:
                 time.sleep(0.5)
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import random
+import signal
 import threading
 import time
 import uuid
@@ -205,3 +206,36 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(worker_factory: Any, unique
     worker.wait_idle(partitions=3, timeout_s=180)
     assert_features_match(worker, events)
     assert_bloom_complete(events, "bitmap")
+
+
+def owned_lags(worker: Worker, n: int) -> set[str]:
+    try:
+        return {k for k in worker.metrics(worker.port + n) if k.startswith("streamrec_worker_consumer_lag{")}
+    except OSError:
+        return set()
+
+
+def test_two_workers_in_one_group_split_the_partitions_and_sigterm_stops_both(
+    worker_factory: Any, unique_id: str
+) -> None:
+    worker = worker_factory(partitions=4)
+    events = with_duplicates(make_events(f"w{unique_id}", 3000, users=40, seed=3), every=100)
+    worker.start(args=("--workers", "2"))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # both members own partitions: the group has rebalanced
+        first, second = owned_lags(worker, 0), owned_lags(worker, 1)
+        if first and second and len(first | second) == 2 * 4 and not first & second:
+            break
+        assert worker.proc.poll() is None, worker.tail()
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"the two workers never split the partitions:\n{worker.tail()}")
+    produce(worker, events)
+    metrics = worker.wait_idle(partitions=4, timeout_s=180, workers=2)
+    per_worker = [worker.metrics(worker.port + n)["streamrec_worker_events_in_total"] for n in range(2)]
+    assert all(n > 0 for n in per_worker), f"both workers consumed: {per_worker}"
+    assert metrics["streamrec_worker_events_in_total"] >= len(events)  # a re-read after a rebalance counts again
+    assert_features_match(worker, events)
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(60) == 0
+    assert not owned_lags(worker, 0) and not owned_lags(worker, 1), "both workers stopped"
