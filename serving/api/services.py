@@ -106,17 +106,25 @@ def default_services(
     from serving.api.live import kafka_feed_factory
     from serving.api.settings import ApiGuardSettings, UiSettings
     from serving.pipeline.stores import FeastUserFeatures
+    from serving.settings import ServingSettings
     from streamrec.catalog.settings import CatalogSettings
     from streamrec.features import USER_COUNT_FEATURES
-    from streamrec.pipeline_client import AsyncPipelineClient
+    from streamrec.pipeline_client import AsyncPipelineClient, LiveAvailability
     from streamrec.settings import KafkaSettings, PathsSettings, RedisSettings
 
     kafka = kafka or KafkaSettings.load()
     paths = paths or PathsSettings.load()
     ui = ui or UiSettings.load()
     guard = guard or ApiGuardSettings.load()
-    client = AsyncPipelineClient(export_root=paths.export_root)
     redis_settings = RedisSettings.load()
+    serving = ServingSettings.load()
+    # The popularity fallback leaves out what the live catalog holds as unavailable, as the pipeline does.
+    availability = (
+        LiveAvailability(redis_settings.effective_url, prefix=serving.live_catalog_prefix)
+        if serving.live_catalog_enabled
+        else None
+    )
+    client = AsyncPipelineClient(export_root=paths.export_root, availability=availability)
     redis_client = aioredis.Redis.from_url(redis_settings.effective_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     feast = FeastUserFeatures(
         feast_settings.repo,
@@ -150,6 +158,8 @@ def default_services(
 
     async def close() -> None:
         await client.close()
+        if availability is not None:
+            await anyio.to_thread.run_sync(availability.close)
         await redis_client.aclose()
         if producer:
             await anyio.to_thread.run_sync(producer[0].close)

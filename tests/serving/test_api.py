@@ -24,6 +24,7 @@ from streamrec.pipeline_client import (
 from streamrec.schemas.events import InteractionEvent
 from streamrec.security import hash_api_key
 from streamrec.settings import TritonSettings
+from tests.conftest import StackHandle
 
 KEY = "test-key-123-0123456789abcdef"
 AUTH = {"X-API-Key": KEY}
@@ -365,3 +366,37 @@ def test_page_catalog_without_an_items_file_comes_from_the_export(export_root: P
     categories = {info.category for info in catalog.items.values()}
     assert categories <= set(maps.categories) and len(categories - {None}) > 1
     assert all(info.title is None and not info.has_image for info in catalog.items.values())
+
+
+def test_the_api_fallback_never_returns_an_item_the_live_catalog_holds_unavailable(
+    stack: StackHandle, export_root: Path, export_dir: Path, monkeypatch: pytest.MonkeyPatch, unique_id: str
+) -> None:
+    """The API's own clients (default services), Triton unreachable: the popular items come from the export,
+    less the item the live catalog marked unavailable."""
+    import numpy as np
+    import redis
+
+    from streamrec import artifacts as art
+    from streamrec.catalog.live import LiveCatalogWriter, LiveItem, LiveKeys
+
+    prefix = f"apitest-{unique_id}"
+    monkeypatch.setenv("STREAMREC_TRITON_GRPC_URL", "127.0.0.1:1")
+    monkeypatch.setenv("STREAMREC_TRITON_REQUEST_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("STREAMREC_PATHS_EXPORT_ROOT", str(export_root))
+    monkeypatch.setenv("STREAMREC_SERVING_LIVE_CATALOG_PREFIX", prefix)
+    arrays, maps = art.load_item_arrays(export_dir), art.load_id_maps(export_dir)
+    order = np.argsort(-arrays.popularity, kind="stable")
+    popular = [maps.item_ids[i] for i in order]
+    client = redis.Redis.from_url(stack.redis.effective_url)
+    keys = LiveKeys.for_version(export_dir.name, prefix=prefix)
+    LiveCatalogWriter(client, keys, len(maps.item_ids)).publish(
+        [LiveItem(popular[0], int(order[0]) + 1, available=False, updated_ms=1)]
+    )
+    try:
+        with TestClient(create_app(ApiSettings(auth_disabled=True), ServingSettings())) as api:
+            body = api.get("/v1/recommendations", params={"user_id": "u1", "k": "5"}).json()
+        assert body["source"] == "fallback", body
+        assert [i["item_id"] for i in body["items"]] == popular[1:6]
+    finally:
+        client.delete(keys.state, keys.changes, keys.index, keys.next_index)
+        client.close()
