@@ -270,7 +270,7 @@ class Demo:
         if "api" in self.available and "catalog-sync" in self.available:
             content = self._item_content()
             note("(e) an item added to the catalog through the API is recommended, without retraining:")
-            showcase.show_item_added_live(api, users[0], content, note)
+            showcase.show_item_added_live(api, users, content, note)
             note("(f) an item made unavailable disappears from every answer:")
             showcase.show_item_made_unavailable(api, users, content, note)
 
