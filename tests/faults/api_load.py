@@ -159,11 +159,15 @@ def keep_calling(api: ApiProcess, call: Call, threads: int, rate_per_thread: flo
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout_s: float) -> float:
-    """Poll ``check`` until true; returns the monotonic time it first held."""
+    """Poll ``check`` until true (an OSError, a server not listening yet, counts as false); returns the
+    monotonic time it first held."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if check():
-            return time.monotonic()
+        try:
+            if check():
+                return time.monotonic()
+        except OSError:
+            pass
         time.sleep(0.2)
     raise AssertionError(f"{what} within {timeout_s:.0f}s")
 

@@ -7,10 +7,13 @@ integration tests, and the worker they start reuses ``tests/streams/conftest.py`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from streamrec.settings import KafkaSettings, RedisSettings, StackSettings
+from streamrec.stack.base import Component, pid_alive
 from streamrec.stack.kafka import KafkaComponent
 from streamrec.stack.valkey import ValkeyComponent
 from tests.conftest import StackHandle
@@ -85,3 +89,18 @@ def archiver_env(root: Path, topic: str, dlq: str, group: str, **extra: str) -> 
         "STREAMREC_CONSUMERS_ARCHIVER_METRICS_PORT": "0",
         **extra,
     }
+
+
+def kill_9(component: Component) -> None:
+    """SIGKILL the component's process group (no shutdown of its own), reap it, forget its pid file."""
+    pid = component.pid()
+    assert pid is not None, f"{component.name} is not running"
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc = getattr(component, "_proc", None)
+    if proc is not None:
+        with contextlib.suppress(Exception):
+            proc.wait(5)
+    component.pid_path.unlink(missing_ok=True)
