@@ -18,8 +18,10 @@ with the project's views), on fresh topics and keys, deleted at the end.
    (``LiveCatalogReader``, as every serving process uses) measures each record's ``updated_at`` -> its entry read.
 3. **Through the API** (``--api-url``): a new item copying the content (from ``--api-catalog``, a folder with
    the ``items.parquet`` the export was trained on) of the item a user is recommended first, and the time until
-   the new item is in that user's answer; ``available: false`` on an item in every user's answer, and the
-   time until it is gone from every answer. Needs a serving deployment following the live catalog of the
+   it is in one of the users' top ``--api-k``; then its delete, and the time until it is gone from every
+   answer; ``available: false`` on a user's top item and the time until it is gone from every answer (made
+   available again after). A new item missing from every top k is counted as missed (a ranking matter: its
+   entry is published all the same). Needs a serving deployment following the live catalog of the
    export under ``--export-root`` (and the sync here must write where it reads: same Redis, default prefix:
    pass ``--live-prefix streamrec``).
 
@@ -291,29 +293,37 @@ class Bench:
         missed_appear = missed_gone = 0
         with CatalogProducer(self.kafka, self.catalog) as producer:
             for trial in range(trials):
-                user = users[trial % len(users)]
-                top = answer(user)[0]
+                # A new item with the content of a user's top item: in any user's top k?
+                top = answer(users[trial % len(users)])[0]
                 like = content.get(top, {"title": top, "category": self.categories[0]})
-                copy = {"item_id": f"api-new-{uuid.uuid4().hex[:8]}", **like, "updated_at": datetime.now(UTC)}
-                producer.upsert_item(copy)
+                new_id = f"api-new-{uuid.uuid4().hex[:8]}"
+                producer.upsert_item({"item_id": new_id, **like, "updated_at": datetime.now(UTC)})
                 producer.flush()
-                took = wait(lambda c=copy, u=user: c["item_id"] in answer(u))  # type: ignore[misc]
+                took = wait(lambda n=new_id: any(n in answer(u) for u in users))  # type: ignore[misc]
                 if took is None:
                     missed_appear += 1
                 else:
                     appear.append(took)
-                shared = set.intersection(*(set(answer(u)) for u in users))
-                if not shared:
-                    continue
-                victim = sorted(shared)[0]
-                base = content.get(victim, {"title": victim, "category": self.categories[0]})
-                producer.upsert_item({**base, "item_id": victim, "available": False, "updated_at": datetime.now(UTC)})
+                    # ... and deleted again: gone from every answer (the bench leaves no item behind).
+                    producer.delete_item(new_id)
+                    producer.flush()
+                    took = wait(lambda n=new_id: all(n not in answer(u) for u in users))  # type: ignore[misc]
+                    gone.append(took) if took is not None else None
+                    missed_gone += took is None
+                if took is None:
+                    producer.delete_item(new_id)
+                # A recommended item of the export made unavailable: gone from every answer; then available again.
+                victim = answer(users[trial % len(users)])[0]
+                base = {"item_id": victim, **content.get(victim, {"title": victim, "category": self.categories[0]})}
+                producer.upsert_item({**base, "available": False, "updated_at": datetime.now(UTC)})
                 producer.flush()
                 took = wait(lambda v=victim: all(v not in answer(u) for u in users))  # type: ignore[misc]
                 if took is None:
                     missed_gone += 1
                 else:
                     gone.append(took)
+                producer.upsert_item({**base, "available": True, "updated_at": datetime.now(UTC)})
+                producer.flush()
         stop.set()
         runner.join(30)
         return {
