@@ -21,12 +21,11 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
 from serving.pipeline.catalog_snapshot import Applied, CatalogSnapshot, ExportRows, apply_entries
 from serving.pipeline.export import ExportReader
-from streamrec.catalog.live import LiveCatalogReader, LiveItem, LiveKeys, decode_item
-from streamrec.errors import DataError
+from streamrec.catalog.live import LiveCatalogReader, LiveItem, LiveKeys
 from streamrec.settings import mask_url
 
 if TYPE_CHECKING:
@@ -152,43 +151,6 @@ class CatalogFollower:
             return False
 
 
-class SkippingReader:
-    """A :class:`LiveCatalogReader` that skips an entry it cannot decode instead of losing the whole read: the
-    reader raises on the first bad entry (after moving its cursor), so on that error the whole catalog is
-    read again here, entry by entry, the bad ones logged and left out."""
-
-    def __init__(self, reader: LiveCatalogReader) -> None:
-        self.reader = reader
-
-    def bootstrap(self) -> list[LiveItem]:
-        try:
-            return self.reader.bootstrap()
-        except DataError:
-            return self._read_all_skipping()
-
-    def poll(self, block_ms: int = 100) -> list[LiveItem]:
-        try:
-            return self.reader.poll(block_ms)
-        except DataError:
-            return self._read_all_skipping()  # the batch's good entries are in the state hash too
-
-    def _read_all_skipping(self) -> list[LiveItem]:
-        client, keys = self.reader.client, self.reader.keys
-        last = cast(list[Any], client.xrevrange(keys.changes, count=1))
-        self.reader.cursor = _text(last[0][0]) if last else "0-0"  # taken first, as the reader does
-        out = []
-        for item_id, raw in client.hscan_iter(keys.state, count=self.reader.batch):
-            try:
-                out.append(decode_item(cast(bytes, raw)))
-            except DataError as exc:
-                log.warning("live catalog entry of %r left out: %s", _text(item_id), exc)
-        return out
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
 def redis_source(redis_url: str, keys: LiveKeys, timeout_s: float, block_ms: int) -> LiveSource:
     """A reader of the live catalog on its own connection (its socket timeout outlasts the blocking read)."""
     import redis
@@ -199,7 +161,7 @@ def redis_source(redis_url: str, keys: LiveKeys, timeout_s: float, block_ms: int
         )
     except ValueError as exc:
         raise ValueError(f"live catalog: bad Redis URL {mask_url(redis_url)}: {exc}") from None
-    return SkippingReader(LiveCatalogReader(client, keys))
+    return LiveCatalogReader(client, keys)
 
 
 _catalogs: weakref.WeakKeyDictionary[ExportReader, LiveCatalog] = weakref.WeakKeyDictionary()

@@ -24,6 +24,7 @@ the compacted topics publishes the same entries again: idempotent).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -34,6 +35,8 @@ from streamrec.errors import DataError
 
 if TYPE_CHECKING:
     import redis
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX: Final = "streamrec"
 DEFAULT_MAX_CHANGES: Final = 100_000
@@ -193,13 +196,15 @@ class LiveCatalogReader:
         last = cast(list[Any], self.client.xrevrange(self.keys.changes, count=1))
         # Taken before the hash is read: a change racing the read is seen again by poll (applying twice is harmless).
         self.cursor = _str(last[0][0]) if last else _START
-        return [decode_item(raw) for _, raw in self.client.hscan_iter(self.keys.state, count=self.batch)]
+        return _decode_skipping(self.client.hscan_iter(self.keys.state, count=self.batch))
 
     def poll(self, block_ms: int = 100) -> list[LiveItem]:
-        """The items changed since the last call (their latest entries), waiting up to ``block_ms`` for one."""
+        """The items changed since the last call (their latest entries), waiting up to ``block_ms`` for one
+        (0: not at all). An entry that cannot be decoded is logged and left out, never the rest of the read."""
         if self.cursor is None:
             return self.bootstrap()
-        got = cast(list[Any], self.client.xread({self.keys.changes: self.cursor}, count=self.batch, block=block_ms))
+        block = block_ms if block_ms > 0 else None  # Redis reads BLOCK 0 as "wait forever"
+        got = cast(list[Any], self.client.xread({self.keys.changes: self.cursor}, count=self.batch, block=block))
         if not got:
             return []
         entries = got[0][1]
@@ -208,7 +213,18 @@ class LiveCatalogReader:
             return self.bootstrap()  # changes between our cursor and the stream's start were trimmed away
         self.cursor = _str(entries[-1][0])
         ids = list(dict.fromkeys(_str(fields[b"item"]) for _, fields in entries))
-        return [decode_item(raw) for raw in cast(list[Any], self.client.hmget(self.keys.state, ids)) if raw is not None]
+        values = cast(list[Any], self.client.hmget(self.keys.state, ids))
+        return _decode_skipping((i, raw) for i, raw in zip(ids, values, strict=True) if raw is not None)
+
+
+def _decode_skipping(pairs: Iterable[tuple[Any, bytes]]) -> list[LiveItem]:
+    out = []
+    for item_id, raw in pairs:
+        try:
+            out.append(decode_item(raw))
+        except DataError as exc:
+            log.warning("live catalog entry of %r left out: %s", _str(item_id), exc)
+    return out
 
 
 def _str(raw: bytes | str) -> str:

@@ -3,6 +3,8 @@ gets everything, a running reader gets only what changed, and one that fell behi
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import redis
@@ -86,6 +88,28 @@ def test_reader_bootstraps_then_follows_changes_and_resyncs_after_trim(stack: St
         assert int(client.xlen(keys.changes)) < 300  # type: ignore[arg-type]
         after = late.poll(block_ms=10)
         assert len({i.item_id for i in after}) == 302  # new-1, old-5 and every bulk item
+    finally:
+        client.delete(keys.state, keys.changes, keys.index, keys.next_index)
+        client.close()
+
+
+@pytest.mark.integration
+def test_a_corrupt_entry_is_left_out_and_a_zero_wait_poll_returns_at_once(stack: StackHandle, unique_id: str) -> None:
+    client = redis.Redis.from_url(stack.redis.effective_url)
+    keys = LiveKeys.for_version(f"bad-{unique_id}")
+    writer = LiveCatalogWriter(client, keys, n_export_items=10)
+    try:
+        writer.publish([LiveItem("good-1", 11, True, 1, 0, vectors(4)), LiveItem("good-2", 3, False, 1)])
+        client.hset(keys.state, "broken", b"\x00\x00\x00\x09not json!")
+        client.xadd(keys.changes, {"item": "broken"})
+        reader = LiveCatalogReader(client, keys)
+        assert {i.item_id for i in reader.bootstrap()} == {"good-1", "good-2"}
+        writer.publish([LiveItem("good-2", 3, True, 2)])
+        client.xadd(keys.changes, {"item": "broken"})
+        assert [(i.item_id, i.available) for i in reader.poll(block_ms=10)] == [("good-2", True)]
+        began = time.monotonic()
+        assert reader.poll(block_ms=0) == []
+        assert time.monotonic() - began < 1.0
     finally:
         client.delete(keys.state, keys.changes, keys.index, keys.next_index)
         client.close()
