@@ -161,7 +161,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     print(
         f"wrote catalog snapshot {ref.path}: {len(items.live())} items ({len(items.tombstones())} deleted), "
         f"{len(users.live())} users ({len(users.tombstones())} deleted)"
-        + (f"; {rejected} invalid records sent to {catalog.dlq_topic}" if rejected else "")
+        + (f"; {rejected} invalid records left out (the catalog sync dead-letters them)" if rejected else "")
     )
     return 0
 

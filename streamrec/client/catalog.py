@@ -22,7 +22,7 @@ from streamrec.catalog.models import CatalogItem, CatalogRecord, ItemTombstone, 
 from streamrec.catalog.settings import CatalogSettings
 from streamrec.catalog.state import CatalogState
 from streamrec.client.consumer import consumer_config
-from streamrec.client.dlq import DeadLetterPublisher
+from streamrec.client.dlq import DeadLetterRole, DeadLetterWriter
 from streamrec.client.producer import DeliveringProducer, DeliveryCallback, DeliveryStats, producer_config
 from streamrec.errors import InvalidEventError, StoreUnavailableError
 from streamrec.settings import KafkaSettings
@@ -134,14 +134,22 @@ def validate_record_id(kind: CatalogKind, record_id: str) -> None:
 class CatalogRejects:
     """The consumer side's validation: a message from a catalog topic is a record, a purge marker, or a reject.
 
-    A reject goes to the catalog dead-letter topic with the reason, the original bytes and its position,
-    in the same dead-letter format as rejected interaction events.
+    A writer sends a reject to the catalog dead-letter topic with the reason, the original bytes and its
+    position, in the same dead-letter format as rejected interaction events; an observer only counts it
+    (the catalog sync is the one writer, so each reject is dead-lettered once).
     """
 
-    def __init__(self, kafka: KafkaSettings, catalog: CatalogSettings, producer: Producer, component: str) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        catalog: CatalogSettings,
+        producer: Producer | None,
+        component: str,
+        role: DeadLetterRole = DeadLetterRole.WRITER,
+    ) -> None:
         self.catalog = catalog
         self.rejected = 0
-        self._dlq = DeadLetterPublisher(kafka.model_copy(update={"dlq_topic": catalog.dlq_topic}), producer, component)
+        self._dlq = DeadLetterWriter(component, role, topic=catalog.dlq_topic, producer=producer)
 
     def kind_of_topic(self, topic: str) -> CatalogKind:
         if topic == self.catalog.items_topic:
@@ -151,7 +159,7 @@ class CatalogRejects:
         raise InvalidEventError("<topic>", f"{topic} is not a catalog topic")
 
     def accept(self, msg: Message) -> CatalogRecord | None:
-        """The valid record, or None (purge marker, or rejected and sent to the dead-letter topic)."""
+        """The valid record, or None (purge marker, or rejected: sent to the dead-letter topic by a writer)."""
         topic = str(msg.topic())
         key, value = msg.key(), msg.value()
         try:
@@ -167,13 +175,13 @@ def read_catalog(
     kafka: KafkaSettings, catalog: CatalogSettings, kind: CatalogKind, timeout_s: float = 120.0
 ) -> tuple[CatalogState[Any], int]:
     """The whole catalog of one kind: its compacted topic read from the start up to the end it had when the
-    read began, reduced (last ``updated_at`` wins). Returns (state, rejected); rejects go to the catalog DLQ.
+    read began, reduced (last ``updated_at`` wins). Returns (state, rejected); rejects are only counted
+    (the catalog sync dead-letters them).
     """
     topic = catalog.items_topic if kind is CatalogKind.ITEMS else catalog.users_topic
     conf = consumer_config(kafka, f"streamrec-catalog-read-{uuid.uuid4().hex}", **{"enable.auto.commit": False})
     consumer = Consumer(conf)
-    producer = Producer(producer_config(kafka))
-    rejects = CatalogRejects(kafka, catalog, producer, "catalog-reader")
+    rejects = CatalogRejects(kafka, catalog, None, "catalog-reader", DeadLetterRole.OBSERVER)
     state: CatalogState[Any] = CatalogState()
     try:
         try:
@@ -197,8 +205,6 @@ def read_catalog(
             for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
                 if tp.offset >= pending[tp.partition]:
                     del pending[tp.partition]
-        if producer.flush(30):
-            raise StoreUnavailableError("dead letters of rejected catalog records undelivered")
     finally:
         consumer.close()
     return state, rejects.rejected
