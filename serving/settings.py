@@ -26,6 +26,16 @@ class ServingSettings(ComponentSettings):
     mmr_pool: int = Field(50, ge=1, description="Reranking considers the best max(mmr_pool, 3k) ranked items.")
     max_per_category: int = Field(0, ge=0, description="Default business rule: at most this many items per category.")
     temperature: float = Field(0.0, ge=0, description="Default softmax sampling temperature; 0 = deterministic.")
+    new_item_slots: int = Field(
+        1,
+        ge=0,
+        le=100,
+        description=(
+            "Cold-start exploration: up to this many items added to the live catalog since the export, retrieved "
+            "for the request but ranked below its top k (no learned id, no popularity yet), take the last places "
+            "of the answer; 0: off."
+        ),
+    )
     features_enabled: bool = Field(
         True, description="Read user stream features from Feast (STREAMREC_FEAST_*; off: zeros, flagged)."
     )

@@ -459,3 +459,44 @@ def test_follower_on_redis_skips_an_entry_it_cannot_decode_and_keeps_the_rest(st
         catalog.close()
         client.delete(keys.state, keys.changes, keys.index, keys.next_index)
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("chosen", "ranked", "added", "slots", "k", "want"),
+    [
+        ([0, 1, 2], [0, 1, 2, 3, 4], [3], 1, 3, [0, 1, 3]),  # the best added item takes the last place
+        ([0, 1, 2], [0, 1, 2, 4, 3], [3, 4], 1, 3, [0, 1, 4]),  # the better ranked of two
+        ([0, 1, 2], [0, 1, 2, 3, 4], [3, 4], 2, 3, [0, 3, 4]),
+        ([0, 3, 2], [0, 3, 2, 1, 4], [3, 4], 1, 3, [0, 3, 2]),  # one is in already: nothing changes
+        ([0, 1], [0, 1, 3], [3], 1, 3, [0, 1, 3]),  # room left: appended
+        ([0, 1, 2], [0, 1, 2], [], 1, 3, [0, 1, 2]),  # no added candidate
+        ([3, 4], [3, 4, 5], [3, 4, 5], 3, 2, [3, 4]),  # only added items chosen: none replaced
+    ],
+)
+def test_new_item_slots_put_the_best_ranked_added_candidates_in_the_last_places(
+    chosen: list[int], ranked: list[int], added: list[int], slots: int, k: int, want: list[int]
+) -> None:
+    from serving.pipeline.stages.rerank import promote_added
+
+    mask = np.isin(np.arange(8), added)
+    assert promote_added(chosen, ranked, mask, slots, k) == want
+
+
+def test_an_added_item_ranked_below_the_top_k_is_shown_in_its_new_item_slot() -> None:
+    catalog = catalog_with_added()
+    cand = np.array([[1, 2, 3, N + 1, N + 2]], dtype=np.int64)
+    options = np.array([[RecommendOptions().to_json().encode()]], dtype=object)
+    inputs = {
+        FILTERED_CANDIDATES.name: cand,
+        RANK_SCORES.name: np.array([[5.0, 4.0, 3.0, -1.0, 0.5]], np.float32),  # the added items rank last
+        ITEM_CATEGORY.name: np.array([[1, 2, 1, 2, 2]], np.int64),
+        K.name: np.array([[3]], np.int32),
+        OPTIONS.name: options,
+        CONTEXT_FLAGS.name: np.zeros((1, 1), np.int32),
+        FEATURE_FLAGS.name: np.zeros((1, 1), np.int32),
+        BLOOM_FLAGS.name: np.zeros((1, 1), np.int32),
+    }
+    plain = RerankStage(catalog, "v1", new_item_slots=0).run(inputs)
+    assert list(plain[ITEM_IDS.name][0]) == [b"e1", b"e2", b"e3"]
+    explored = RerankStage(catalog, "v1", new_item_slots=1).run(inputs)
+    assert list(explored[ITEM_IDS.name][0]) == [b"e1", b"e2", b"new-8"]  # the better of the two added items

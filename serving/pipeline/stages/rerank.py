@@ -5,7 +5,10 @@ Deterministic by default (sort by ranker score, ties by item index). Optional, p
 * diversity (MMR, Carbonell & Goldstein 1998) over item embeddings: greedily pick
   ``argmax (1 - d) * relevance - d * max cosine similarity to the items already picked``;
 * business rule ``max_per_category``: at most that many items of one category (relaxed if too few remain);
-* temperature softmax sampling without replacement (Gumbel top-k), seeded when the request gives a seed.
+* temperature softmax sampling without replacement (Gumbel top-k), seeded when the request gives a seed;
+* new-item slots (cold-start exploration): an item added to the live catalog after the export has no learned id
+  and no popularity, so the ranker puts it low even when retrieval found it by content for this user; up to
+  ``new_item_slots`` of the best-ranked such candidates take the last places of the answer.
 
 Scores returned are the ranker's probabilities (sigmoid of the logit); the order is the reranked order.
 """
@@ -83,6 +86,28 @@ def cap_per_category(order: Sequence[int], categories: np.ndarray, cap: int, k: 
     return (kept + overflow)[:k]
 
 
+def promote_added(chosen: Sequence[int], ranked: Sequence[int], added: np.ndarray, slots: int, k: int) -> list[int]:
+    """``chosen`` (positions, best first, at most k) with up to ``slots`` added items in it: the best-ranked
+    added positions of ``ranked`` not already chosen take the last places. added Bool[M] by position."""
+    out = list(chosen)
+    missing = slots - int(sum(bool(added[p]) for p in out))
+    if missing <= 0:
+        return out
+    taken = set(out)
+    promote = [p for p in ranked if added[p] and p not in taken][:missing]
+    for p in promote:
+        if len(out) < k:
+            out.append(p)
+            continue
+        # Replace the lowest-placed item that is not itself an added item.
+        for at in range(len(out) - 1, -1, -1):
+            if not added[out[at]]:
+                del out[at]
+                out.append(p)
+                break
+    return out
+
+
 class RerankStage(Stage):
     name = "rerank"
     inputs = (
@@ -100,8 +125,10 @@ class RerankStage(Stage):
         temperature: float = 0.0,
         mmr_pool: int = 50,
         max_k: int = 100,
+        new_item_slots: int = 0,
     ) -> None:
         self.catalog = catalog
+        self.new_item_slots = new_item_slots
         self.version = version
         self.diversity = diversity
         self.max_per_category = max_per_category
@@ -120,6 +147,7 @@ class RerankStage(Stage):
             temperature=s.temperature,
             mmr_pool=s.mmr_pool,
             max_k=s.max_k,
+            new_item_slots=s.new_item_slots,
         )
 
     def rerank_row(
@@ -151,6 +179,8 @@ class RerankStage(Stage):
             pool = ranked[: max(self.mmr_pool, 3 * k)]
             ranked = pool[mmr_order(logits[pool], snap.unit_of(cand[pool]), len(pool), diversity)]
         chosen = [int(p) for p in cap_per_category(list(ranked), cats, cap, k)]
+        if self.new_item_slots > 0:
+            chosen = promote_added(chosen, [int(p) for p in ranked], cand > snap.n_export, self.new_item_slots, k)
         return [int(cand[p]) for p in chosen], [float(v) for v in sigmoid(logits[chosen])], sampled
 
     def run(self, batch: Mapping[str, np.ndarray]) -> Tensors:
