@@ -36,6 +36,10 @@ def feast_connection_string(redis_url: str) -> str:
         out.append(f"password={password}")
     if parts.scheme == "rediss":
         out.append("ssl=true")
+    # Feast builds redis.Redis(host, port, ...), which since redis-py 6 retries every command 3 times with
+    # exponential backoff (up to ~10 s against a dead server). Every streamrec caller has its own policy (the
+    # worker retries with backoff, serving passes through and flags), so the client must fail at once.
+    out.append("retry=null")
     return ",".join(out)
 
 

@@ -49,11 +49,31 @@ _COORDINATOR_MOVING = {
 }
 
 
+#: Commit failures meaning this member is no longer in the group (its session timed out while the broker was
+#: away, or a rebalance moved on): its offsets cannot be committed, and need not be: the partitions' next
+#: owner (this consumer too, once its next poll rejoined) reads them again from the last commit. At-least-once:
+#: what was written is written again, and every writer downstream is idempotent.
+_MEMBERSHIP_LOST = {
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.FENCED_INSTANCE_ID,
+    KafkaError._ASSIGNMENT_LOST,
+}
+
+
+def _kafka_code(exc: BaseException) -> int | None:
+    if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
+        return None
+    return int(exc.args[0].code())
+
+
+def _membership_lost(exc: BaseException) -> bool:
+    return _kafka_code(exc) in _MEMBERSHIP_LOST
+
+
 def _coordinator_moving(exc: BaseException) -> bool:
     """Commit failures that end by themselves once the broker and group settle (not a fenced member)."""
-    if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
-        return False
-    return exc.args[0].code() in _COORDINATOR_MOVING
+    return _kafka_code(exc) in _COORDINATOR_MOVING
 
 
 log = logging.getLogger(__name__)
@@ -158,11 +178,16 @@ class InteractionConsumer:
             raise StoreUnavailableError(f"{remaining} dead letters undelivered; offsets not committed")
         offsets = [TopicPartition(self.topic, p, o + 1) for p, o in self._pending.items()]
         # A broker restart leaves the group without a coordinator for a while: wait for it rather than exit.
-        retry_sync(
-            lambda: self._consumer.commit(offsets=offsets, asynchronous=False),
-            COMMIT_BACKOFF,
-            retry_if=_coordinator_moving,
-        )
+        try:
+            retry_sync(
+                lambda: self._consumer.commit(offsets=offsets, asynchronous=False),
+                COMMIT_BACKOFF,
+                retry_if=_coordinator_moving,
+            )
+        except KafkaException as exc:
+            if not _membership_lost(exc):
+                raise
+            log.warning("offsets not committed (%s): read again once this consumer rejoined its group", exc)
         self._pending.clear()
 
     def close(self) -> None:

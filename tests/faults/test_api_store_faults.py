@@ -156,14 +156,6 @@ def timeline(load: Load, outage: dict[str, float]) -> str:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="while Valkey is down the pipeline's Feast read blocks for about 10 s before it passes through: "
-    "Feast's Redis online store builds redis.Redis(host, port) and redis-py >= 6 retries every command 3 times "
-    "with exponential backoff (base 1 s, cap 10 s) by default, so the request outlives the API's Triton timeout "
-    "and is answered by the popular-items fallback instead of the flagged pass-through",
-)
 def test_valkey_killed_under_api_load_answers_pass_through_flagged_then_normal_answers(
     serving_stack: ServingStack,
 ) -> None:

@@ -148,14 +148,6 @@ def test_broker_restart_mid_stream_the_producer_and_worker_lose_and_double_nothi
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the archiver exits 1 when its group session times out during the outage: the commit it retries "
-    "while the broker is away then fails with KafkaError UNKNOWN_MEMBER_ID (Commit failed: Broker: Unknown "
-    "member), which InteractionConsumer.commit (streamrec/client/validating.py) raises instead of leaving the "
-    "offsets to be read again after the consumer rejoins",
-)
 def test_broker_restart_mid_stream_the_archiver_resumes_and_archives_every_event(
     own_kafka: KafkaComponent, unique_id: str, tmp_path: Path
 ) -> None:
