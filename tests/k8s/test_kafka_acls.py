@@ -41,7 +41,6 @@ from confluent_kafka.admin import (
 from streamrec.client.admin import TopicSpec, ensure_topics
 from streamrec.client.consumer import consumer_config
 from streamrec.client.producer import producer_config
-from streamrec.errors import StackError
 from streamrec.settings import KafkaSettings, StackSettings
 
 from tests.k8s.manifests import Bundle, kustomize_command, rendered_overlay
@@ -64,17 +63,6 @@ class AuthorizingKafka(SaslSslKafka):
             f"super.users=User:{ADMIN_USER};User:ANONYMOUS\n"
             "allow.everyone.if.no.acl.found=false\n"
         )
-
-    def prepare(self) -> None:
-        # The storage tool takes a random cluster id starting with "-" (1 in 64) for an option and refuses it;
-        # a second id works. (The format call itself belongs to the security tests' broker.)
-        for attempt in range(3):
-            try:
-                return super().prepare()
-            except StackError:
-                log = (self.dir / "format.log").read_text(errors="replace")
-                if attempt == 2 or "--cluster-id/-t: expected one argument" not in log:
-                    raise
 
 
 @dataclass

@@ -72,7 +72,7 @@ class SaslSslKafka(KafkaComponent):
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         scram = [ADMIN_USER, *self.users]
         passwords = {ADMIN_USER: self.admin_password, **self.users}
-        args = ["format", "-t", cid, "-c", str(self.config_path.resolve())]
+        args = ["format", f"--cluster-id={cid}", "-c", str(self.config_path.resolve())]  # an id may start with "-"
         for user in scram:
             args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={passwords[user]}]"]
         log = self.dir / "format.log"
