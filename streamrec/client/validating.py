@@ -32,7 +32,7 @@ from streamrec.client.dlq import DeadLetterPublisher, DeadLetterRole
 from streamrec.client.producer import producer_config
 from streamrec.errors import InvalidEventError, RejectReason, StoreUnavailableError
 from streamrec.retry import Backoff, retry_sync
-from streamrec.schemas.codec import DEFAULT_MAX_FUTURE_SKEW, check_key_matches, decode_interaction, skew_reference
+from streamrec.schemas.codec import check_key_matches, decode_interaction, skew_reference
 from streamrec.schemas.events import InteractionEvent
 from streamrec.settings import KafkaSettings
 
@@ -104,8 +104,8 @@ class InteractionConsumer:
         **overrides: Any,
     ) -> None:
         self.settings = settings
-        #: The clock-skew policy's limit (seconds; None: none), the same as the worker's.
-        self.max_future_skew_s: float | None = DEFAULT_MAX_FUTURE_SKEW.total_seconds()
+        #: The clock-skew policy's limit (seconds; None: none): the core setting the API and the worker read too.
+        self.max_future_skew_s: float | None = settings.max_future_skew_s
         self.topic = topic or settings.interactions_topic
         conf = consumer_config(
             settings, group_id, **{"enable.auto.commit": False, "auto.offset.reset": "earliest", **overrides}
