@@ -64,6 +64,7 @@ def build_faust_app(config: WorkerConfig) -> AppT:
         web_graph_enabled=s.web_debug_enabled,
         web_metrics_enabled=False,
         topic_partitions=config.partitions,
+        table_standby_replicas=s.standby_replicas,
         topic_replication_factor=kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,

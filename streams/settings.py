@@ -76,6 +76,13 @@ class StreamsSettings(ComponentSettings):
     session_timeout_s: float = Field(
         10.0, ge=6, description="Group session timeout: how soon a dead worker's partitions move to another."
     )
+    standby_replicas: int = Field(
+        0,
+        ge=0,
+        description="Standby copies of each table partition kept by other workers (Faust's table_standby_replicas)."
+        " A standby decodes every changelog write of the partition it shadows; 0: a moved partition is restored"
+        " from its changelog instead.",
+    )
     dedupe_max_events: int = Field(
         256, ge=1, description="Event ids remembered per user for de-duplication (most recent kept)."
     )

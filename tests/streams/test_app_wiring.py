@@ -29,6 +29,12 @@ def test_create_app_wires_both_agents_tables_and_pages_and_defers_the_runtime(tm
     assert changelog_topics(streams) == [app.tables[n].changelog_topic.get_topic_name() for n in TABLE_NAMES]
     assert all(app.tables[n].changelog_topic.compacting for n in TABLE_NAMES)
     assert dict(CHANGELOG_CONFIG) == {"cleanup.policy": "compact"}
+    assert app.conf.table_standby_replicas == 0, "no standby copies unless asked for (each decodes every write)"
+    shadowed = StreamsSettings(
+        app_id="wiring-test2", interactions_topic="wiring.in", data_dir=tmp_path, standby_replicas=1
+    )
+    app2, _ = create_app(WorkerConfig(shadowed, kafka, RedisSettings(), BloomSettings(), 3, Catalog({}, "t"), None))
+    assert app2.conf.table_standby_replicas == 1
 
 
 def test_the_web_server_binds_loopback_and_serves_debug_views_only_when_enabled(tmp_path: Path) -> None:
