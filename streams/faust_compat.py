@@ -1,6 +1,6 @@
 """Every use of faust-streaming beyond its public API, in one place, for the versions it was checked against.
 
-The worker needs four things Faust does not expose publicly:
+The worker needs five things Faust does not expose publicly:
 
 * **the current event** (``faust.streams._current_event``): a table write goes to the changelog partition of
   the task's current event; batches from ``take_events`` have none, so :func:`acting_as` binds one;
