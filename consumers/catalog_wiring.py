@@ -49,9 +49,12 @@ def build_catalog_sync(
     client = redis.Redis.from_url(redis_settings.effective_url, **redis_settings.client_kwargs())
 
     def open_export(directory: Path, export: ExportCatalog) -> tuple[LiveCatalog, Embedder]:
-        live = RedisLiveCatalog(client, export.version, export.n_items, live_prefix)
+        live = RedisLiveCatalog(client, export.version, export.n_items, live_prefix or catalog.live_prefix)
         embedder = ContentEmbedder(
-            directory, device=settings.catalog_sync_device, batch_size=settings.catalog_sync_embed_batch
+            directory,
+            device=settings.catalog_sync_device,
+            batch_size=settings.catalog_sync_embed_batch,
+            torch_threads=settings.catalog_sync_torch_threads,
         )
         return live, embedder
 

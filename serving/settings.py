@@ -7,7 +7,6 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from streamrec.catalog.live import DEFAULT_PREFIX
 from streamrec.settings import ComponentSettings
 
 
@@ -49,9 +48,6 @@ class ServingSettings(ComponentSettings):
             "Follow the live catalog of the served export version in Redis: added items become retrievable and "
             "unavailable ones are masked in place (off: the export's items only, all available)."
         ),
-    )
-    live_catalog_prefix: str = Field(
-        DEFAULT_PREFIX, min_length=1, description="Key prefix the catalog sync publishes the live catalog under."
     )
     live_catalog_block_ms: int = Field(
         100, ge=1, le=10_000, description="Longest wait of one read of the live catalog's change stream (XREAD BLOCK)."

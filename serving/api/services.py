@@ -120,7 +120,7 @@ def default_services(
     serving = ServingSettings.load()
     # The popularity fallback leaves out what the live catalog holds as unavailable, as the pipeline does.
     availability = (
-        LiveAvailability(redis_settings.effective_url, prefix=serving.live_catalog_prefix)
+        LiveAvailability(redis_settings.effective_url, prefix=CatalogSettings.load().live_prefix)
         if serving.live_catalog_enabled
         else None
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.settings import ServingSettings
+from streamrec.catalog.settings import CatalogSettings
 from streamrec.settings import BloomSettings, FeastSettings
 
 STAGE_CONFIG_FILE = "stage.json"
@@ -22,6 +23,7 @@ class StageConfig(BaseModel):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     bloom: BloomSettings = Field(default_factory=BloomSettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)  # paths absolute: stages run in Triton's cwd
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)  # the live catalog's key prefix
     redis_url: str = "redis://127.0.0.1:16379/0"
     device: str = "cpu"
 

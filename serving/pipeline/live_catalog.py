@@ -193,7 +193,7 @@ def process_catalog(config: StageConfig, export: ExportReader) -> LiveCatalog:
     catalog = export_catalog(export)
     s = config.serving
     if s.live_catalog_enabled:
-        keys = LiveKeys.for_version(export.version, s.live_catalog_prefix)
+        keys = LiveKeys.for_version(export.version, config.catalog.live_prefix)
         catalog.follow(
             lambda: redis_source(config.redis_url, keys, s.live_catalog_timeout_s, s.live_catalog_block_ms),
             s.live_catalog_block_ms,

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from streamrec.catalog.live import DEFAULT_PREFIX
 from streamrec.catalog.models import DEFAULT_MAX_RECORD_BYTES
 from streamrec.settings import ComponentSettings
 
@@ -25,6 +26,12 @@ class CatalogSettings(ComponentSettings):
     dlq_partitions: int = Field(1, ge=1, description="Partitions of the catalog dead-letter topic.")
     max_record_bytes: int = Field(
         DEFAULT_MAX_RECORD_BYTES, ge=1024, le=1_000_000, description="Larger catalog records are refused."
+    )
+    live_prefix: str = Field(
+        DEFAULT_PREFIX,
+        min_length=1,
+        description="Redis key prefix of the live catalog: the catalog sync writes it, serving, the API's fallback"
+        " and the worker's follow it.",
     )
     min_compaction_lag_ms: int = Field(
         60_000, ge=0, description="A record stays uncompacted at least this long (readers see every change)."

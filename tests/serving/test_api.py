@@ -383,7 +383,7 @@ def test_the_api_fallback_never_returns_an_item_the_live_catalog_holds_unavailab
     monkeypatch.setenv("STREAMREC_TRITON_GRPC_URL", "127.0.0.1:1")
     monkeypatch.setenv("STREAMREC_TRITON_REQUEST_TIMEOUT_S", "0.5")
     monkeypatch.setenv("STREAMREC_PATHS_EXPORT_ROOT", str(export_root))
-    monkeypatch.setenv("STREAMREC_SERVING_LIVE_CATALOG_PREFIX", prefix)
+    monkeypatch.setenv("STREAMREC_CATALOG_LIVE_PREFIX", prefix)
     arrays, maps = art.load_item_arrays(export_dir), art.load_id_maps(export_dir)
     order = np.argsort(-arrays.popularity, kind="stable")
     popular = [maps.item_ids[i] for i in order]
