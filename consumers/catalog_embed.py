@@ -63,13 +63,20 @@ class ContentEmbedder:
     """Vectors for items of one export version from their content alone (CPU or GPU, batched)."""
 
     def __init__(
-        self, export_dir: Path, text_model: str | None = None, device: str = "cpu", batch_size: int = 128
+        self,
+        export_dir: Path,
+        text_model: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 128,
+        torch_threads: int | None = None,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
 
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
         meta = art.load_metadata(export_dir)
         if art.CONTENT_ENCODER_MODEL not in meta.models:
             raise ConfigError(

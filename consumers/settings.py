@@ -47,6 +47,12 @@ class ConsumersSettings(ComponentSettings):
     )
     catalog_sync_device: str = Field("cpu", description="Torch device of the catalog sync's embeddings (cpu, cuda).")
     catalog_sync_embed_batch: int = Field(256, ge=1, description="New items embedded per batch by the catalog sync.")
+    catalog_sync_torch_threads: int = Field(
+        1,
+        ge=1,
+        description="torch intra-op threads of the catalog sync's embeddings on the CPU (more embed faster but take"
+        " cores from the serving processes beside it).",
+    )
     catalog_sync_publish_batch: int = Field(
         5000, ge=1, description="Live entries the catalog sync publishes per poll at most (a republish is spread)."
     )
