@@ -23,10 +23,19 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
+from streamrec.artifacts import read_current
 from streamrec.bloom import AsyncSeenItemStore
-from streamrec.pipeline_client import POPULARITY_FALLBACK, AsyncPipelineClient, RecommendRequest, RecommendResult
+from streamrec.errors import ArtifactError
+from streamrec.pipeline_client import (
+    POPULARITY_FALLBACK,
+    AsyncPipelineClient,
+    LiveAvailability,
+    RecommendRequest,
+    RecommendResult,
+)
 from streamrec.schemas.events import EventContext, RecommendationMessage, RecommendedItem
 
 log = logging.getLogger(__name__)
@@ -125,13 +134,31 @@ class RefreshSchedule:
 # ---------------------------------------------------------------------------------------------------- sources
 
 
+def unavailable_in_current_export(availability: LiveAvailability, export_root: Path) -> frozenset[str]:
+    """What the live catalog of the CURRENT export holds as unavailable (blocking; empty without an export)."""
+    try:
+        version = read_current(export_root)
+    except ArtifactError:
+        return frozenset()
+    return availability.unavailable(version)
+
+
 class StreamingPopularity:
-    """Most active items of the last 24 h (as the worker counts them), minus what the user has seen."""
+    """Most active items of the last 24 h (as the worker counts them), minus what the user has seen and what
+    ``hidden()`` names (the items the live catalog holds as unavailable)."""
 
     name = "popularity"
 
-    def __init__(self, store: AsyncSeenItemStore, key: str, candidates: int, cache_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        store: AsyncSeenItemStore,
+        key: str,
+        candidates: int,
+        cache_s: float = 0.25,
+        hidden: Callable[[], Awaitable[frozenset[str]]] | None = None,
+    ) -> None:
         self.store = store
+        self.hidden = hidden
         self.key = key
         self.candidates = candidates
         self.cache_s = cache_s
@@ -155,6 +182,9 @@ class StreamingPopularity:
     async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResult | BaseException]:
         """One pipelined round trip tests the candidates against every requesting user's filter."""
         top = await self._top()
+        if self.hidden is not None:
+            gone = await self.hidden()
+            top = [pair for pair in top if pair[0] not in gone]
         if not top:
             return [self._result([]) for _ in requests]
         candidates = [item for item, _ in top]
@@ -196,10 +226,11 @@ class PipelineSource:
         self.concurrency = concurrency
 
     @classmethod
-    def create(cls, concurrency: int = 8) -> PipelineSource | None:
-        """None when the client cannot be built (tritonclient not installed, bad Triton settings)."""
+    def create(cls, concurrency: int = 8, availability: LiveAvailability | None = None) -> PipelineSource | None:
+        """None when the client cannot be built (tritonclient not installed, bad Triton settings). Its popularity
+        fallback leaves out what ``availability`` holds as unavailable."""
         try:
-            client = AsyncPipelineClient()
+            client = AsyncPipelineClient(availability=availability)
         except Exception as exc:  # ImportError of tritonclient, ConfigError: fall back
             log.info("recommendation pipeline client unavailable (%s); using the popularity fallback", exc)
             return None

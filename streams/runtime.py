@@ -12,12 +12,22 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from streamrec.bloom import AsyncSeenItemStore
+from streamrec.catalog.settings import CatalogSettings
 from streamrec.client.dlq import DLQ_OWNER, DeadLetterRole, DeadLetterWriter
+from streamrec.pipeline_client import LiveAvailability
+from streamrec.settings import PathsSettings
 from streams.faust_compat import acting_as
 from streams.metrics import WorkerMetrics
 from streams.processors import InteractionsProcessor, ItemsProcessor, Send
 from streams.pusher import MicroBatchPusher
-from streams.recs import AutoSource, PipelineSource, RecommendationSource, Refresher, StreamingPopularity
+from streams.recs import (
+    AutoSource,
+    PipelineSource,
+    RecommendationSource,
+    Refresher,
+    StreamingPopularity,
+    unavailable_in_current_export,
+)
 from streams.state import DedupeLimits
 
 if TYPE_CHECKING:
@@ -109,6 +119,7 @@ class Runtime:
         self.store: AsyncSeenItemStore | None = None
         self.pusher: MicroBatchPusher | None = None
         self.refresher: Refresher | None = None
+        self.availability: LiveAvailability | None = None
 
     async def start(self) -> None:
         async with self._lock:
@@ -154,7 +165,7 @@ class Runtime:
                 refresher=self.refresher,
                 dead_letters=DeadLetterWriter(COMPONENT, DeadLetterRole.WRITER),
                 max_event_bytes=cfg.kafka.max_event_bytes,
-                max_future_skew_s=s.max_future_skew_s,
+                max_future_skew_s=cfg.kafka.max_future_skew_s,
                 max_backoff_s=s.retry_max_backoff_s,
             )
             self.items = ItemsProcessor(
@@ -167,10 +178,18 @@ class Runtime:
 
     def _recommendation_source(self, store: AsyncSeenItemStore) -> RecommendationSource:
         s = self.config.streams
-        fallback = StreamingPopularity(store, s.popularity_key, s.popularity_candidates)
+        # Items taken off sale never go out on the recommendations topic, whichever source answers.
+        availability = LiveAvailability(self.config.redis.effective_url, prefix=CatalogSettings.load().live_prefix)
+        self.availability = availability
+        export_root = PathsSettings.load().export_root
+
+        async def hidden() -> frozenset[str]:
+            return await asyncio.to_thread(unavailable_in_current_export, availability, export_root)
+
+        fallback = StreamingPopularity(store, s.popularity_key, s.popularity_candidates, hidden=hidden)
         if s.recs_source == "popularity":
             return fallback
-        pipeline = PipelineSource.create(s.recs_concurrency)
+        pipeline = PipelineSource.create(s.recs_concurrency, availability)
         if s.recs_source == "pipeline" and pipeline is not None:
             return pipeline
         return AutoSource(pipeline, fallback)
@@ -194,5 +213,7 @@ class Runtime:
             await self.pusher.close()
         if self.refresher is not None:
             await self.refresher.close()
+        if self.availability is not None:
+            await asyncio.to_thread(self.availability.close)
         if self.store is not None:
             await self.store.close()

@@ -16,12 +16,13 @@ from pydantic_settings import SettingsConfigDict
 from streamrec.errors import ConfigError
 from streamrec.settings import ComponentSettings, KafkaSettings
 
-#: Variables the worker once read, now declared once for every component by FeastSettings. Unknown variables
-#: are otherwise ignored, so an old deployment would silently fall back to the default repository.
-MOVED_TO_FEAST_SETTINGS = {
+#: Variables the worker once read, now declared once for every component in the core settings. Unknown
+#: variables are otherwise ignored, so an old deployment would silently fall back to the defaults.
+MOVED_TO_CORE_SETTINGS = {
     "STREAMREC_STREAMS_FEAST_REPO": "STREAMREC_FEAST_REPO",
     "STREAMREC_STREAMS_FEAST_PROJECT": "STREAMREC_FEAST_PROJECT",
     "STREAMREC_STREAMS_FEAST_REGISTRY": "STREAMREC_FEAST_REGISTRY",
+    "STREAMREC_STREAMS_MAX_FUTURE_SKEW_S": "STREAMREC_KAFKA_MAX_FUTURE_SKEW_S",
 }
 
 
@@ -54,12 +55,6 @@ class StreamsSettings(ComponentSettings):
         False,
         description="Serve /debug/tasks and Faust's own table, router and statistics views (read-only, no auth):"
         " only where the port is not reachable by others.",
-    )
-    max_future_skew_s: float = Field(
-        300.0,
-        ge=0,
-        description="Events stamped more than this ahead of the broker's append time (or the worker's clock) go"
-        " to the DLQ.",
     )
     evict_interval_s: float = Field(
         60.0, gt=0, description="How often users and items idle past their longest window are evicted."
@@ -136,9 +131,9 @@ class StreamsSettings(ComponentSettings):
     @model_validator(mode="before")
     @classmethod
     def _refuse_moved_variables(cls, data: Any) -> Any:
-        for old, new in MOVED_TO_FEAST_SETTINGS.items():
+        for old, new in MOVED_TO_CORE_SETTINGS.items():
             if old in os.environ:
-                raise ConfigError(f"the Feast repository settings are shared now: set {new} instead", source=old)
+                raise ConfigError(f"this setting is shared by every component now: set {new} instead", source=old)
         return data
 
     def interactions(self, kafka: KafkaSettings) -> str:
