@@ -8,10 +8,40 @@ import errno
 import signal
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from consumers.settings import ConsumersSettings
 from streamrec.cli.plugins import CommandHandler, PluginRegistry
 from streamrec.errors import ConfigError, DataError
+
+
+class _StopOnSignal:
+    """True once SIGTERM or SIGINT arrived: the command finishes its current poll (writes, commits), then exits."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def __call__(self) -> bool:
+        return self.stopping
+
+
+class _Served(Protocol):
+    def serve(self, port: int, host: str = "127.0.0.1") -> None: ...
+
+
+def _serve_metrics(metrics: _Served, port: int, host: str, variable: str) -> None:
+    """/metrics on ``host:port`` (0: none); a port that cannot be bound is one line naming the variable."""
+    if not port:
+        return
+    try:
+        metrics.serve(port, host)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror}", source=variable) from None
 
 
 def _archive(args: argparse.Namespace) -> int:
@@ -23,23 +53,11 @@ def _archive(args: argparse.Namespace) -> int:
     s = ConsumersSettings.load()
     root = PathsSettings.load().archive_root
     refuse_placeholder_secrets(KafkaSettings.load())  # before any connection
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True  # finish the current poll, write the buffer, commit, exit
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = _StopOnSignal()
     metrics = ArchiverMetrics()
-    if s.archiver_metrics_port:
-        try:
-            metrics.serve(s.archiver_metrics_port, s.archiver_metrics_host)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot serve metrics on {s.archiver_metrics_host}:{s.archiver_metrics_port}: {exc.strerror}",
-                source="STREAMREC_CONSUMERS_ARCHIVER_METRICS_PORT",
-            ) from None
+    _serve_metrics(
+        metrics, s.archiver_metrics_port, s.archiver_metrics_host, "STREAMREC_CONSUMERS_ARCHIVER_METRICS_PORT"
+    )
     archiver = Archiver(
         KafkaSettings.load(),
         root,
@@ -52,7 +70,7 @@ def _archive(args: argparse.Namespace) -> int:
         metrics=metrics,
     )
     try:
-        stats = archiver.run(lambda: stopping, idle_exit_s=args.idle_exit)
+        stats = archiver.run(stopping, idle_exit_s=args.idle_exit)
     except OSError as exc:
         # A full disk is the operator's to fix: one line naming the archive, not a traceback. Nothing was
         # committed for the buffer that failed, so a restart resumes from the last durable file.
@@ -71,25 +89,16 @@ def _catalog_sync(args: argparse.Namespace) -> int:
     export_root = Path(args.export_root)
     if not export_root.is_dir():
         raise ConfigError(f"export root {export_root} is not a directory", source="--export-root")
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True  # finish the current poll and its publishes, then exit
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = _StopOnSignal()
     metrics = CatalogSyncMetrics()
-    if s.catalog_sync_metrics_port:
-        try:
-            metrics.serve(s.catalog_sync_metrics_port, s.catalog_sync_metrics_host)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot serve metrics on {s.catalog_sync_metrics_host}:{s.catalog_sync_metrics_port}: {exc.strerror}",
-                source="STREAMREC_CONSUMERS_CATALOG_SYNC_METRICS_PORT",
-            ) from None
+    _serve_metrics(
+        metrics,
+        s.catalog_sync_metrics_port,
+        s.catalog_sync_metrics_host,
+        "STREAMREC_CONSUMERS_CATALOG_SYNC_METRICS_PORT",
+    )
     sync = build_catalog_sync(export_root, s, metrics)
-    stats = sync.run(lambda: stopping, idle_exit_s=args.idle_exit)
+    stats = sync.run(stopping, idle_exit_s=args.idle_exit)
     print(
         f"catalog sync: {stats.records} records read ({stats.rejected} rejected), {stats.published} live entries "
         f"published ({stats.embedded} embedded), {stats.feast_rows} Feast rows; exports {', '.join(stats.exports)}"

@@ -18,29 +18,15 @@ PROFILE_FIELDS = ("profile_segment", "profile_country")
 
 @pytest.fixture(scope="session")
 def catalog_export_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.serving.conftest import trainer_settings
     from trainer.data import synthetic
-    from trainer.settings import TrainerSettings
     from trainer.train.full import run_full
 
     tmp = tmp_path_factory.mktemp("catalog-sync")
     data = tmp / "data"
     config = synthetic.SyntheticConfig.preset("tiny", seed=11).with_sizes(users=200, items=80, events=2_000, days=4)
     synthetic.prepare(data, config)
-    settings = TrainerSettings(
-        device="cpu",
-        seed=7,
-        progress=False,
-        retrieval_epochs=1,
-        ranker_epochs=1,
-        batch_size=256,
-        embedding_dim=16,
-        id_dim=16,
-        text_dim=8,
-        image_dim=0,
-        cache_dir=tmp / "cache",
-        checkpoint_dir=tmp / "checkpoints",
-        num_threads=1,
-    )
+    settings = trainer_settings(tmp, seed=7)
     summary = run_full(data, tmp / "exports", settings)
     assert summary.version is not None
     return tmp / "exports"
