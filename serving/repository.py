@@ -49,6 +49,15 @@ MODEL_TEMPLATE = Path(__file__).parent / "model_repository" / "model.py"
 STATE_FILE = ".streamrec-serving.json"
 
 
+def _differs(path: Path, stage_config: StageConfig) -> bool:
+    """The slot's stage.json is not this config. One this version cannot read (written by another version of
+    the settings, say) differs too: a new slot is written rather than the old one read."""
+    try:
+        return StageConfig.read(path) != stage_config
+    except (ValueError, OSError):  # pydantic's ValidationError is a ValueError; a torn or missing file
+        return True
+
+
 def render_stage_config(stage: str, serving: ServingSettings) -> str:
     return model_config.render(model_config.stage_model(stage, serving))
 
@@ -263,8 +272,7 @@ def _prepare_ensemble(job: _Switch) -> tuple[int, bool]:
     # A new slot also when only the stage settings changed (another Redis URL, Feast repo, ...): a slot's
     # stage.json is read once, when Triton loads it.
     settings_changed = complete and any(
-        StageConfig.read(repo / stage_model_name(s) / str(state.slot) / STAGE_CONFIG_FILE) != stage_config
-        for s in STAGES
+        _differs(repo / stage_model_name(s) / str(state.slot) / STAGE_CONFIG_FILE, stage_config) for s in STAGES
     )
     changed = force or not complete or state.export_version != stage_config.export_version or settings_changed
     slot = state.slot + 1 if changed else state.slot
@@ -322,7 +330,7 @@ def _prepare_fused(job: _Switch) -> tuple[int, bool]:
         shutil.rmtree(model_dir, ignore_errors=True)
     current = model_dir / str(state.slot) / STAGE_CONFIG_FILE
     complete = state.layout == "fused" and state.slot > 0 and current.is_file()
-    changed = force or not complete or StageConfig.read(current) != stage_config
+    changed = force or not complete or _differs(current, stage_config)
     slot = state.slot + 1 if changed else state.slot
     if changed:
         progress(f"writing slot {slot} for export {stage_config.export_version} (fused layout)")

@@ -87,3 +87,22 @@ def test_prepare_writes_a_new_slot_when_only_stage_settings_change(export_root: 
     moved = prepare(repo, export_root, redis_url="redis://127.0.0.1:2/0", serving=ServingSettings())
     assert RepositoryState.read(repo).slot == 2
     assert (first.slot, again.slot, moved.slot) == (1, 1, 2)
+
+
+def test_prepare_replaces_a_slot_whose_stage_settings_this_version_cannot_read(
+    export_root: Path, tmp_path: Path
+) -> None:
+    """A repository written by another version (a setting since removed) gets a new slot, not an error."""
+    import json
+
+    from serving.pipeline.config import STAGE_CONFIG_FILE
+    from serving.repository import prepare
+
+    repo = tmp_path / "repo"
+    first = prepare(repo, export_root, redis_url="redis://127.0.0.1:1/0", serving=ServingSettings())
+    stage_json = next(repo.rglob(STAGE_CONFIG_FILE))
+    old = json.loads(stage_json.read_text())
+    old["serving"]["a_setting_since_removed"] = "x"
+    stage_json.write_text(json.dumps(old))
+    again = prepare(repo, export_root, redis_url="redis://127.0.0.1:1/0", serving=ServingSettings())
+    assert (first.slot, again.slot) == (1, 2)
