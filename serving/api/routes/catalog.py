@@ -17,7 +17,7 @@ from serving.api.errors import ERRORS, ApiError
 from serving.api.models import ErrorResponse, component_ref
 from serving.api.routes.events import json_number
 from serving.api.services import Services
-from streamrec.catalog.codec import CatalogKind, validate_item, validate_user
+from streamrec.catalog.codec import CatalogKind, validate_item, validate_record
 from streamrec.catalog.models import CatalogItem, ItemTombstone, UserProfile
 from streamrec.errors import InvalidEventError
 from streamrec.schemas.events import ID_PATTERN
@@ -67,6 +67,18 @@ def _with_path_id(data: Any, id_field: str, path_id: str, where: str = "") -> di
     return data  # the body carries its id too (the record as it lands on the topic); missing: 422 by name
 
 
+async def _put_one(
+    kind: CatalogKind, path_id: str, request: Request, context: ApiContext, services: Services
+) -> CatalogAccepted:
+    """One record from the body, keyed by the id in the path; 202 once Kafka acknowledged it."""
+    data = _with_path_id(await _json(request, context.settings.max_body_bytes), kind.id_field, path_id)
+    try:
+        record = validate_record(kind, data)
+    except InvalidEventError as exc:
+        raise ApiError(422, exc.field, exc.reason) from None
+    return await _write(services, kind, [record])
+
+
 async def _write(services: Services, kind: CatalogKind, records: list[Any]) -> CatalogAccepted:
     if services.write_catalog is None:
         raise ApiError(503, PAYLOAD, "catalog writes are not configured in this API", "unavailable")
@@ -92,12 +104,7 @@ async def put_item(
     context: ApiContext = Depends(get_context),
     services: Services = Depends(get_services),
 ) -> CatalogAccepted:
-    data = _with_path_id(await _json(request, context.settings.max_body_bytes), "item_id", item_id)
-    try:
-        record = validate_item(data)
-    except InvalidEventError as exc:
-        raise ApiError(422, exc.field, exc.reason) from None
-    return await _write(services, CatalogKind.ITEMS, [record])
+    return await _put_one(CatalogKind.ITEMS, item_id, request, context, services)
 
 
 @router.delete(
@@ -154,9 +161,4 @@ async def put_user(
     context: ApiContext = Depends(get_context),
     services: Services = Depends(get_services),
 ) -> CatalogAccepted:
-    data = _with_path_id(await _json(request, context.settings.max_body_bytes), "user_id", user_id)
-    try:
-        record = validate_user(data)
-    except InvalidEventError as exc:
-        raise ApiError(422, exc.field, exc.reason) from None
-    return await _write(services, CatalogKind.USERS, [record])
+    return await _put_one(CatalogKind.USERS, user_id, request, context, services)
