@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from streamrec.security import faust_broker_credentials
 from streamrec.settings import KafkaSettings
-from streams.faust_compat import check_faust_version, guard_commit_head, register_codec, set_table_serializers
+from streams.faust_compat import (
+    check_faust_version,
+    guard_commit_head,
+    guard_read_offsets,
+    register_codec,
+    set_table_serializers,
+)
 from streams.interfaces import WorkerConfig, WorkerTables, WorkerTopics
 from streams.metrics import WorkerMetrics
 from streams.processors import Send
@@ -118,6 +124,7 @@ def create_app(config: WorkerConfig, metrics: WorkerMetrics | None = None) -> tu
 
     check_faust_version()
     guard_commit_head()
+    guard_read_offsets()
     metrics = metrics or WorkerMetrics()
     app = build_faust_app(config)
     topics = declare_topics(app, config)

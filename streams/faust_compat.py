@@ -1,6 +1,6 @@
 """Every use of faust-streaming beyond its public API, in one place, for the versions it was checked against.
 
-The worker needs five things Faust does not expose publicly:
+The worker needs six things Faust does not expose publicly:
 
 * **the current event** (``faust.streams._current_event``): a table write goes to the changelog partition of
   the task's current event; batches from ``take_events`` have none, so :func:`acting_as` binds one;
@@ -13,7 +13,14 @@ The worker needs five things Faust does not expose publicly:
 * **the commit offset** (``Consumer._new_offset``): Faust commits past a partition's first unacknowledged
   message when it is the only one missing before the acknowledged run (its head check is off by one:
   faust-streaming#606), which loses that message for good when Faust dropped it after a rebalance;
-  :func:`guard_commit_head` makes such a partition wait, so that :mod:`streams.offset_repair` re-reads it.
+  :func:`guard_commit_head` makes such a partition wait, so that :mod:`streams.offset_repair` re-reads it;
+* **the read offsets** (``Consumer._read_offset``): the fetch loop drops a message below a partition's read
+  offset and marks a jump above it as a gap (offsets taken as acknowledged). A seek while the loop is still
+  handing over messages fetched before it (Faust's own seek to the committed offsets after a rebalance, or
+  the offset repair's) has those stale messages move the read offset past the seek: the re-read is dropped,
+  or the offsets in between are committed as a gap, and those messages are lost for good (the loss behind
+  faust-streaming#596). :func:`guard_read_offsets` keeps the read offset of a partition that was sought at
+  the seek's target until the re-read reaches it.
 
 :func:`check_faust_version` runs at worker start (and when the app is built) and refuses a faust-streaming
 outside :data:`TESTED_FAUST` with one precise line, instead of failing later in the middle of a rebalance.
@@ -122,6 +129,83 @@ def guard_commit_head() -> None:
 
     _new_offset._streamrec_guarded = True  # type: ignore[attr-defined]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+
+
+class ReadOffsets(dict):  # type: ignore[type-arg]  # TP -> int | None, what Faust's defaultdict held
+    """Faust's read offset per partition, unmoved by messages fetched before a seek.
+
+    After a seek to ``start`` of a partition whose messages are acknowledged (a source, not a changelog),
+    the partition reads as having no read offset -- every message is handed over, no gap is recorded --
+    until the re-read reaches ``start``: the first message at ``start``, or below an offset handed over
+    since the seek (the fetch went back). Messages handed over in between were fetched before the seek;
+    they are processed once more (the processors are idempotent on re-reads) and move nothing.
+    """
+
+    def __init__(self, acks_enabled_for: Callable[[str], bool]) -> None:
+        super().__init__()
+        self._acks_enabled_for = acks_enabled_for
+        self._sought: dict[Any, tuple[int, int]] = {}  # tp -> (start, highest offset handed over since)
+
+    def __getitem__(self, tp: Any) -> int | None:
+        if tp in self._sought:
+            return None
+        value: int | None = self.get(tp)
+        return value
+
+    def __setitem__(self, tp: Any, offset: int | None) -> None:
+        sought = self._sought.get(tp)
+        if sought is not None and offset is not None:
+            start, highest = sought
+            if offset != start and offset >= highest:
+                self._sought[tp] = (start, offset)  # fetched before the seek
+                return
+            del self._sought[tp]  # the re-read has begun
+        super().__setitem__(tp, offset)
+
+    def __delitem__(self, tp: Any) -> None:
+        self._sought.pop(tp, None)
+        super().__delitem__(tp)
+
+    def pop(self, tp: Any, *default: Any) -> Any:
+        self._sought.pop(tp, None)
+        return super().pop(tp, *default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # Faust's seek to the committed offsets
+        for tp, offset in dict(*args, **kwargs).items():
+            self.sought(tp, offset)
+
+    def sought(self, tp: Any, offset: int | None) -> None:
+        """``tp`` was sought to ``offset`` (None: to where the consumer's reset policy starts)."""
+        if offset is not None and self._acks_enabled_for(tp.topic):
+            self._sought[tp] = (offset, -1)
+            super().__setitem__(tp, offset or None)
+        else:
+            self._sought.pop(tp, None)
+            super().__setitem__(tp, offset or None)
+
+
+def guard_read_offsets() -> None:
+    """Give every Faust consumer created from now on :class:`ReadOffsets`, and route ``seek`` through it.
+    Idempotent."""
+    from faust.transport.consumer import Consumer, ensure_TP
+
+    original_init, original_seek = Consumer.__init__, Consumer.seek
+    if getattr(original_init, "_streamrec_guarded", False):
+        return
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self._read_offset = ReadOffsets(lambda topic: bool(self.app.topics.acks_enabled_for(topic)))
+
+    async def seek(self: Any, partition: TP, offset: int) -> None:
+        await original_seek(self, partition, offset)
+        reads = self._read_offset
+        if isinstance(reads, ReadOffsets):
+            reads.sought(ensure_TP(partition), offset)
+
+    __init__._streamrec_guarded = True  # type: ignore[attr-defined]
+    Consumer.__init__ = __init__  # type: ignore[method-assign]
+    Consumer.seek = seek  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from streams.faust_compat import (
     acting_as,
     check_faust_version,
     guard_commit_head,
+    guard_read_offsets,
     register_codec,
     set_table_serializers,
 )
@@ -103,3 +106,93 @@ def test_a_lost_head_message_holds_the_commit_and_a_complete_run_commits(app: An
     assert consumer._new_offset(tp) is None
     consumer._acked[tp].insert(0, 10)
     assert consumer._new_offset(tp) == 14
+
+
+async def drain_with_a_seek_during_the_fetch(seek_while: str) -> tuple[list[int], list[Any]]:
+    """Faust's own fetch loop (``Consumer._drain_messages``) over two fetches of one partition whose offsets
+    80..201 were lost (the read offset stands at 201, 80 is committed): the first fetch hands over 202..210,
+    and while it does, the partition is sought back to 80; the second fetch then returns 80..210.
+
+    ``seek_while``: "handing over" seeks while a message is in the stream's hands; "between" seeks between
+    two messages. Returns the offsets handed to the stream and the partition's gap (offsets Faust takes as
+    acknowledged without a message)."""
+    import faust
+    from faust.types import TP
+    from faust.types.tuples import Message
+
+    # Made on the running loop: the consumer's events belong to the loop that creates them.
+    app = faust.App("faust-compat-drain", broker="kafka://127.0.0.1:1", autodiscover=False, web_enabled=False)
+    consumer: Any = app.consumer
+    tp = TP("compat-drain", 0)
+    app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]  # a source topic
+
+    async def broker_seek(partition: Any, offset: int) -> None:
+        await asyncio.sleep(0)
+
+    consumer._seek = broker_seek
+    consumer._committed_offset[tp] = 80
+    consumer._read_offset[tp] = 201
+    fetches = [list(range(202, 211)), list(range(80, 211))]
+
+    class Fetcher:
+        def __init__(self) -> None:
+            self._stopped = threading.Event()
+
+    fetcher = Fetcher()
+
+    async def getmany(timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        if not fetches:
+            fetcher._stopped.set()
+            return
+        for offset in fetches.pop(0):
+            await asyncio.sleep(0.02 if offset == 206 else 0)  # room for a seek between 205 and 206
+            yield tp, Message(tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None)
+
+    handed: list[int] = []
+
+    async def later_seek() -> None:
+        await asyncio.sleep(0.005)
+        await consumer.seek(tp, 80)
+
+    async def callback(message: Any) -> None:
+        handed.append(message.offset)
+        if message.offset == 205 and len(handed) == 4:
+            if seek_while == "handing over":
+                await consumer.seek(tp, 80)
+            else:
+                asyncio.get_running_loop().create_task(later_seek())
+
+    consumer.getmany = getmany
+    consumer.callback = callback
+    await consumer._drain_messages(fetcher)
+    return handed, list(consumer._gap[tp])
+
+
+@pytest.mark.parametrize("seek_while", ["handing over", "between"])
+def test_a_seek_during_a_fetch_re_reads_what_was_lost_and_marks_no_gap(seek_while: str) -> None:
+    guard_read_offsets()
+    guard_read_offsets()  # idempotent
+    handed, gap = asyncio.run(drain_with_a_seek_during_the_fetch(seek_while))
+    assert handed[:9] == list(range(202, 211))  # fetched before the seek: handed over, moving nothing
+    assert handed[9:] == list(range(80, 211))  # the re-read from the seek's offset, nothing dropped
+    assert gap == []
+
+
+def test_read_offsets_after_a_seek_follow_the_re_read_and_leave_changelogs_alone() -> None:
+    from faust.types import TP
+
+    from streams.faust_compat import ReadOffsets
+
+    source, changelog = TP("in", 0), TP("app-users-changelog", 0)
+    reads = ReadOffsets(lambda topic: not topic.endswith("-changelog"))
+    reads.update({source: 80, changelog: 7})  # what Faust's seek to the committed offsets does
+    assert (reads[source], reads[changelog]) == (None, 7)  # the source hands over anything until the re-read
+    reads[source] = 300  # fetched before the seek
+    assert reads[source] is None
+    reads[source] = 80  # the re-read begins
+    assert reads[source] == 80
+    reads.sought(source, 50)
+    reads[source] = 60
+    reads[source] = 55  # went back: the re-read begins (50 itself was, say, a transaction marker)
+    assert reads[source] == 55
+    assert reads.pop(source) == 55 and reads[source] is None
