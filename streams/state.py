@@ -24,6 +24,8 @@ for a repeat.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from bisect import bisect_right, insort
 from collections.abc import Iterable, Sequence
@@ -45,10 +47,16 @@ from streamrec.features import (
     trending_score,
 )
 
-STATE_FORMAT = 2
+STATE_FORMAT = 3
+#: Format 2 wrote the remembered event ids as one [id, partition, offset, minute] list each; format 3 packs
+#: them (ids as one base64 blob, offsets and minutes as differences, partitions run-length encoded): under a
+#: third of the bytes, and a user's state is written once per batch that touches it. Both are read.
+ID_LIST_FORMAT = 2
 #: Format 1 kept one high watermark per source partition ("everything at or below was applied"); it is read
 #: as the coverage of the range up to that watermark.
 WATERMARK_FORMAT = 1
+READABLE_FORMATS = (STATE_FORMAT, ID_LIST_FORMAT, WATERMARK_FORMAT)
+ID_BYTES = 16  # an event id is a UUID's 128-bit integer
 #: Most offset ranges kept per source partition; beyond, the two oldest are merged (the gap between them is
 #: taken as covered). A message read out of order further back than this many ranges would be skipped.
 MAX_SPANS = 64
@@ -345,10 +353,51 @@ def dump_user(state: UserState) -> bytes:
         "r": state.recent,
         "b": [[m, *row] for m, row in state.buckets.items()],
         "c": [[m, cats] for m, cats in state.categories.items()],
-        "s": [[eid, p, o, m] for eid, (p, o, m) in state.seen.items()],
+        "s": _dump_seen(state.seen),
         "k": _dump_coverage(state.covered),
     }
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _dump_seen(seen: dict[int, tuple[int, int, int]]) -> dict[str, Any]:
+    """``{"i": base64 of the ids, "p": [[partition, run length], ...], "o": offset steps, "m": minute steps}``,
+    in insertion order (count-based pruning drops the first)."""
+    partitions: list[list[int]] = []
+    offset_steps: list[int] = []
+    minute_steps: list[int] = []
+    last_offset = last_minute = 0
+    for partition, offset, minute in seen.values():
+        if partitions and partitions[-1][0] == partition:
+            partitions[-1][1] += 1
+        else:
+            partitions.append([partition, 1])
+        offset_steps.append(offset - last_offset)
+        minute_steps.append(minute - last_minute)
+        last_offset, last_minute = offset, minute
+    ids = b"".join(eid.to_bytes(ID_BYTES, "big") for eid in seen)
+    return {"i": base64.b64encode(ids).decode("ascii"), "p": partitions, "o": offset_steps, "m": minute_steps}
+
+
+def _load_seen(payload: dict[str, Any]) -> dict[int, tuple[int, int, int]]:
+    raw = payload["s"]
+    if payload["v"] != STATE_FORMAT:
+        return {int(e): (int(part), int(off), int(m)) for e, part, off, m in raw}
+    try:
+        ids = base64.b64decode(raw["i"], validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"bad event ids: {exc}") from None
+    n = len(ids) // ID_BYTES
+    offset_steps, minute_steps = raw["o"], raw["m"]
+    partitions = [int(part) for part, count in raw["p"] for _ in range(int(count))]
+    if len(ids) % ID_BYTES or not n == len(partitions) == len(offset_steps) == len(minute_steps):
+        raise ValueError("event ids, partitions, offsets and minutes differ in number")
+    seen: dict[int, tuple[int, int, int]] = {}
+    offset = minute = 0
+    for k in range(n):
+        offset += int(offset_steps[k])
+        minute += int(minute_steps[k])
+        seen[int.from_bytes(ids[k * ID_BYTES : (k + 1) * ID_BYTES], "big")] = (partitions[k], offset, minute)
+    return seen
 
 
 def _payload(raw: bytes, kind: str) -> dict[str, Any]:
@@ -356,7 +405,7 @@ def _payload(raw: bytes, kind: str) -> dict[str, Any]:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"corrupt {kind} state: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("v") not in (STATE_FORMAT, WATERMARK_FORMAT):
+    if not isinstance(payload, dict) or payload.get("v") not in READABLE_FORMATS:
         raise DataError(f"{kind} state has an unsupported format (expected v={STATE_FORMAT})")
     return payload
 
@@ -387,7 +436,7 @@ def load_user(raw: bytes) -> UserState:
             recent=[(int(ts), str(item)) for ts, item in p["r"]],
             buckets={int(row[0]): [int(x) for x in row[1:]] for row in p["b"]},
             categories={int(m): {str(k): int(v) for k, v in cats.items()} for m, cats in p["c"]},
-            seen={int(e): (int(part), int(off), int(m)) for e, part, off, m in p["s"]},
+            seen=_load_seen(p),
             covered=_load_coverage(p),
         )
     except (KeyError, TypeError, ValueError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 
@@ -195,6 +196,35 @@ def test_user_state_survives_the_codec() -> None:
         restored = load_user(dump_user(state))
         assert restored == state
         assert user_features(restored) == user_features(state)
+
+
+def test_user_state_written_with_one_list_per_event_id_still_reads_and_packed_ids_take_under_half() -> None:
+    events = random_events(seed=5, n=300, users=1, span_ms=3_600_000)
+    state = UserState()
+    for ev in events:
+        apply_user_event(state, ev, category(ev.item_id))
+    packed = dump_user(state)
+    payload = json.loads(packed)
+    payload["v"] = 2
+    payload["s"] = [[eid, p, o, m] for eid, (p, o, m) in state.seen.items()]
+    listed = json.dumps(payload, separators=(",", ":")).encode()
+    assert load_user(listed) == load_user(packed) == state
+    packed_ids, listed_ids = (json.dumps(p["s"], separators=(",", ":")) for p in (json.loads(packed), payload))
+    assert len(packed_ids) < 0.5 * len(listed_ids)
+
+
+@pytest.mark.parametrize(
+    "seen",
+    [
+        {"i": "not base64!", "p": [], "o": [], "m": []},
+        {"i": "AAAA", "p": [[0, 1]], "o": [1], "m": [1]},  # 3 bytes: not a whole id
+        {"i": "A" * 22 + "==", "p": [[0, 2]], "o": [1], "m": [1]},  # one id, two partitions' worth
+    ],
+)
+def test_corrupt_packed_event_ids_raise_a_typed_error(seen: dict[str, object]) -> None:
+    raw = json.dumps({"v": 3, "l": 0, "n": 0, "r": [], "b": [], "c": [], "s": seen, "k": []}).encode()
+    with pytest.raises(DataError):
+        load_user(raw)
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b'{"v": 99}', b'{"v": 1, "l": 0}', b"[]", b"\xff"])
