@@ -59,6 +59,11 @@ FEAST_USER_ENTITY_KEY = "user_id"
 FEAST_ITEM_ENTITY_KEY = "item_id"
 #: Field of the user stream view: the last RECENT_ITEMS_LEN item ids, newest first (dislikes excluded).
 FEAST_USER_RECENT_ITEMS_FIELD = "recent_items"
+#: The catalog's views (batch-loaded from the catalog snapshot, kept current by the catalog sync).
+FEAST_USER_PROFILE_VIEW = "user_profile"
+FEAST_ITEM_CONTENT_VIEW = "item_content"
+#: Column prefix of a user attribute in users.parquet and in the user profile view: ``profile_<attribute>``.
+PROFILE_PREFIX = "profile_"
 
 
 #: Named inputs of the exported TorchScript models: each model's forward takes one ``Dict[str, Tensor]`` keyed

@@ -11,8 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from streamrec.features import (
+    FEAST_ITEM_CONTENT_VIEW,
     FEAST_ITEM_ENTITY_KEY,
     FEAST_USER_ENTITY_KEY,
+    FEAST_USER_PROFILE_VIEW,
     FEAST_USER_RECENT_ITEMS_FIELD,
     ITEM_COUNT_FEATURES,
     USER_COUNT_FEATURES,
@@ -32,10 +34,9 @@ USER_STREAM_FIELDS: tuple[str, ...] = (*USER_COUNT_FEATURES, RECENT_ITEMS, TOP_C
 ITEM_STREAM_FIELDS: tuple[str, ...] = (*ITEM_COUNT_FEATURES, CTR_24H, TRENDING, LAST_EVENT_MS)
 
 #: Batch (offline-sourced) views.
-USER_PROFILE_VIEW = "user_profile"
-ITEM_CONTENT_VIEW = "item_content"
+USER_PROFILE_VIEW = FEAST_USER_PROFILE_VIEW
+ITEM_CONTENT_VIEW = FEAST_ITEM_CONTENT_VIEW
 ITEM_CONTENT_FIELDS: tuple[str, ...] = ("category", "price", "text_embedding_ref", "image_embedding_ref")
-PROFILE_PREFIX = "profile_"
 
 
 def user_row(user_id: str, feats: UserFeatures, computed_at: datetime) -> dict[str, Any]:

@@ -21,9 +21,9 @@ import pandas as pd
 from streamrec import feast_config
 from streamrec.archive import ITEMS_FILE, USERS_FILE, read_items, read_users
 from streamrec.errors import ConfigError, DataError, StoreUnavailableError
-from streamrec.features import FEAST_ITEM_ENTITY_KEY, FEAST_USER_ENTITY_KEY
+from streamrec.features import FEAST_ITEM_ENTITY_KEY, FEAST_USER_ENTITY_KEY, PROFILE_PREFIX
 from streamrec.settings import FeastSettings, PathsSettings, RedisSettings
-from streams.feast_schema import ITEM_CONTENT_VIEW, PROFILE_PREFIX, TIMESTAMP_FIELD, USER_PROFILE_VIEW
+from streams.feast_schema import ITEM_CONTENT_VIEW, TIMESTAMP_FIELD, USER_PROFILE_VIEW
 
 #: Batch rows are valid from this instant on (profiles and item content carry no time of their own).
 BATCH_VALID_FROM = datetime(2000, 1, 1, tzinfo=UTC)

@@ -42,12 +42,12 @@ from streamrec.catalog.models import (
 )
 from streamrec.catalog.state import CatalogState
 from streamrec.errors import DataError
+from streamrec.features import PROFILE_PREFIX
 
 CATALOG_DIR = "catalog"
 ITEM_TOMBSTONES_FILE = "item_tombstones.parquet"
 USER_TOMBSTONES_FILE = "user_tombstones.parquet"
 MANIFEST_FILE = "_MANIFEST.json"
-PROFILE_PREFIX = "profile_"
 
 _TS = pa.timestamp("ms", tz="UTC")
 ITEMS_SCHEMA = pa.schema(

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from streamrec.archive import INTERACTIONS_DIR, ITEMS_FILE, partition_dates, read_items, read_users
 from streamrec.catalog.snapshot import latest_snapshot
 from streamrec.errors import DataError
-from streamrec.features import DEVICE_VOCAB, EVENT_TYPES
+from streamrec.features import DEVICE_VOCAB, EVENT_TYPES, PROFILE_PREFIX
 from trainer.data.common import DEFAULT_POSITIVE_TYPES, read_info
 
 MS_PER_HOUR = 3_600_000
@@ -245,9 +245,9 @@ def read_user_table(
             users = pd.DataFrame({"user_id": pd.Series([], dtype=str)})
         else:
             raise
-    fields = (
-        profile_fields if profile_fields is not None else sorted(c for c in users.columns if c.startswith("profile_"))
-    )
+    if profile_fields is None:
+        profile_fields = sorted(c for c in users.columns if c.startswith(PROFILE_PREFIX))
+    fields = profile_fields
     missing = [f for f in fields if f not in users.columns]
     if missing and len(users):
         raise DataError(f"user table under {root} lacks profile columns {missing}")
