@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from streamrec.errors import ConfigError
+from tests.tiny_models import build_tiny_clip
 from trainer.data.loading import Dataset
 from trainer.embeddings.content import build_content_embeddings, encode_texts, pca_reduce
 from trainer.settings import TrainerSettings
@@ -15,24 +16,7 @@ from trainer.settings import TrainerSettings
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    path = tmp_path_factory.mktemp("tiny-clip")
-    config = CLIPConfig(
-        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
-        vision_config={
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },  # fmt: skip
-        projection_dim=12,
-    )
-    CLIPModel(config).save_pretrained(path)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
-    return str(path)
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 def test_text_embeddings_are_cached_by_content(settings: TrainerSettings, cache_dir: Path) -> None:
