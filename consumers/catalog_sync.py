@@ -80,6 +80,8 @@ class LoadedExport:
 
 #: export dir -> (its catalog, its live catalog, its embedder): how the sync opens a version.
 ExportOpener = Callable[[Path, ExportCatalog], tuple[LiveCatalog, Embedder]]
+#: versions to keep -> the versions whose live catalogs were deleted.
+RetireVersions = Callable[[set[str]], list[str]]
 
 
 def load_export_catalog(directory: Path) -> ExportCatalog:
@@ -113,6 +115,7 @@ class CatalogSync:
         publish_batch: int = 5000,
         export_check_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        retire_versions: RetireVersions | None = None,
     ) -> None:
         self.feed = feed
         self.dead_letters = dead_letters
@@ -127,6 +130,7 @@ class CatalogSync:
         self.publish_batch = publish_batch
         self.export_check_s = export_check_s
         self.clock = clock
+        self.retire_versions = retire_versions
         self.items: CatalogState[ItemRecord] = CatalogState()
         self.users: CatalogState[UserRecord] = CatalogState()
         self.export: LoadedExport | None = None
@@ -167,6 +171,11 @@ class CatalogSync:
         self.stats.exports.append(directory.name)
         log.info("publishing the live catalog for export %s (%d items known to it)", directory.name,
                  export_catalog.n_items)  # fmt: skip
+        if self.retire_versions is not None:
+            # Versions the trainer's retention removed can no longer be served: their live catalogs go too.
+            kept = {*art.list_versions(self.export_root), directory.name}
+            for version in self.retire_versions(kept):
+                log.info("deleted the live catalog of export %s (no longer in the export root)", version)
         return True
 
     # ------------------------------------------------------------------------------------------------ read

@@ -20,6 +20,7 @@ from consumers.catalog_plan import ExportCatalog
 from consumers.catalog_sync import CatalogSync, Embedder, LiveCatalog
 from consumers.metrics import CatalogSyncMetrics
 from consumers.settings import ConsumersSettings
+from streamrec.catalog.live import retire_versions
 from streamrec.catalog.settings import CatalogSettings
 from streamrec.settings import FeastSettings, KafkaSettings, RedisSettings
 
@@ -80,4 +81,5 @@ def build_catalog_sync(
         embed_batch=settings.catalog_sync_embed_batch,
         publish_batch=settings.catalog_sync_publish_batch,
         export_check_s=settings.catalog_sync_export_check_s,
+        retire_versions=lambda keep: retire_versions(client, keep, live_prefix or catalog.live_prefix),
     )

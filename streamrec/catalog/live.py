@@ -13,6 +13,9 @@ Layout, under ``{prefix}:live:{export version}`` (vectors belong to one export's
 * ``changes`` stream, trimmed to about ``max_changes`` entries: one entry per change, field ``item``;
 * ``index`` hash: item id -> the index handed out; ``next_index``: the last index handed out.
 
+An export version's keys are deleted once that version is gone from the export root (the trainer's
+retention removed it): nothing can serve it any more (:func:`retire_versions`).
+
 A hash plus a trimmed stream, not a stream alone: memory stays bounded however long the catalog changes,
 a reader started at any time still gets everything (the hash), and a running reader re-reads only the items
 that changed. A reader that fell behind the trimmed part of the stream reads the hash again.
@@ -83,6 +86,31 @@ class LiveKeys:
     @property
     def next_index(self) -> str:
         return f"{self.base}:next_index"
+
+    @property
+    def all(self) -> tuple[str, str, str, str]:
+        return (self.state, self.changes, self.index, self.next_index)
+
+
+def live_versions(client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> set[str]:
+    """The export versions that have live catalog keys under ``prefix``."""
+    head = f"{prefix}:live:"
+    found: set[str] = set()
+    for raw in client.scan_iter(match=f"{head}*", count=1000):
+        name = _str(raw)[len(head) :]
+        version, _, part = name.rpartition(":")
+        if version and part in ("state", "changes", "index", "next_index"):
+            found.add(version)
+    return found
+
+
+def retire_versions(client: redis.Redis, keep: Iterable[str], prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """Delete the live catalogs of every export version not in ``keep``; returns the versions deleted."""
+    kept = set(keep)
+    gone = sorted(live_versions(client, prefix) - kept)
+    for version in gone:
+        client.delete(*LiveKeys.for_version(version, prefix).all)
+    return gone
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ from streamrec.catalog.live import (
     decode_item,
     encode_item,
     latest_by_item,
+    live_versions,
+    retire_versions,
 )
 from streamrec.errors import DataError
 from tests.conftest import StackHandle
@@ -112,4 +114,28 @@ def test_a_corrupt_entry_is_left_out_and_a_zero_wait_poll_returns_at_once(stack:
         assert time.monotonic() - began < 1.0
     finally:
         client.delete(keys.state, keys.changes, keys.index, keys.next_index)
+        client.close()
+
+
+@pytest.mark.integration
+def test_retiring_deletes_the_live_catalogs_of_versions_not_kept_and_nothing_else(
+    stack: StackHandle, unique_id: str
+) -> None:
+    client = redis.Redis.from_url(stack.redis.effective_url)
+    prefix, other = f"retire-{unique_id}", f"other-{unique_id}"
+    try:
+        for version in ("v1", "v2", "v3"):
+            writer = LiveCatalogWriter(client, LiveKeys.for_version(version, prefix), n_export_items=10)
+            writer.publish([LiveItem("new", writer.index_for("new"), True, 1, 0, vectors(3))])
+        LiveCatalogWriter(client, LiveKeys.for_version("v1", other), n_export_items=10).index_for("x")
+        assert live_versions(client, prefix) == {"v1", "v2", "v3"}
+        assert retire_versions(client, {"v3", "v9"}, prefix) == ["v1", "v2"]
+        assert live_versions(client, prefix) == {"v3"}
+        assert LiveCatalogReader(client, LiveKeys.for_version("v3", prefix)).bootstrap()  # the kept one is whole
+        assert live_versions(client, other) == {"v1"}  # another prefix: untouched
+        assert retire_versions(client, {"v3"}, prefix) == []
+    finally:
+        for p in (prefix, other):
+            for version in live_versions(client, p):
+                client.delete(*LiveKeys.for_version(version, p).all)
         client.close()
