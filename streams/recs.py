@@ -166,10 +166,15 @@ class StreamingPopularity:
         self._cached_at = float("-inf")
 
     async def _top(self) -> list[tuple[str, float]]:
-        # One ZREVRANGE serves every refresh of the next cache_s: popularity moves slowly.
+        # One ZREVRANGE (and one look at what is unavailable) serves every refresh of the next cache_s:
+        # popularity moves slowly, and an item taken off sale stays out at most cache_s later.
         if time.monotonic() - self._cached_at > self.cache_s:
             reply = await self.store.client.zrevrange(self.key, 0, self.candidates - 1, withscores=True)
-            self._cached = [(m.decode() if isinstance(m, bytes) else str(m), float(s)) for m, s in reply]
+            top = [(m.decode() if isinstance(m, bytes) else str(m), float(s)) for m, s in reply]
+            if self.hidden is not None:
+                gone = await self.hidden()
+                top = [pair for pair in top if pair[0] not in gone]
+            self._cached = top
             self._cached_at = time.monotonic()
         return self._cached
 
@@ -182,9 +187,6 @@ class StreamingPopularity:
     async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResult | BaseException]:
         """One pipelined round trip tests the candidates against every requesting user's filter."""
         top = await self._top()
-        if self.hidden is not None:
-            gone = await self.hidden()
-            top = [pair for pair in top if pair[0] not in gone]
         if not top:
             return [self._result([]) for _ in requests]
         candidates = [item for item, _ in top]
