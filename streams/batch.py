@@ -49,7 +49,7 @@ BUNDLE_FORMAT = 2
 ENTRIES_ONLY_BUNDLE_FORMAT = 1  # no spans: entries cover their own offsets only
 
 
-def to_record(event: InteractionEvent, partition: int, offset: int) -> EventRecord:
+def to_record(event: InteractionEvent, partition: int, offset: int, read_ms: int | None = None) -> EventRecord:
     # The schema hands over the canonical 8-4-4-4-12 form: its hex digits are the UUID's integer
     # (what uuid.UUID(...).int gives, at a fraction of the cost, once per event).
     return EventRecord(
@@ -60,6 +60,7 @@ def to_record(event: InteractionEvent, partition: int, offset: int) -> EventReco
         ts_ms=event.epoch_ms,
         partition=partition,
         offset=offset,
+        read_ms=-1 if read_ms is None else read_ms,
     )
 
 

@@ -102,6 +102,14 @@ class RefresherPort(Protocol):
     def notify_many(self, triggers: Sequence[tuple[str, Trigger]]) -> None: ...
 
 
+def read_ms_of(msg: Incoming, read_at_ms: int) -> int:
+    """When the message was read, for the de-duplication window: the broker's append time when the topic
+    stamps it (the same on every re-read), else this worker's clock (a ``CreateTime`` is the producer's)."""
+    if msg.log_append_time and msg.timestamp_ms is not None and msg.timestamp_ms > 0:
+        return msg.timestamp_ms
+    return read_at_ms
+
+
 async def retrying(op: Callable[[], Awaitable[T]], store: str, metrics: WorkerMetrics, max_backoff_s: float) -> T:
     """Run ``op`` until it succeeds: an unreachable store stalls the stream instead of losing effects. A
     permanent error (:func:`streamrec.retry.permanent_error`) is raised at once as :class:`PermanentStoreError`."""
@@ -214,6 +222,7 @@ class InteractionsProcessor:
         by_user: dict[str, list[tuple[EventRecord, Incoming]]] = {}
         # Keyed by user too: one event id reused by two users must not hand one user the other's context.
         contexts: dict[tuple[str, int], tuple[str, EventContext]] = {}
+        read_at_ms = int(time.time() * 1000)
         for msg in batch:
             try:
                 event = decode_interaction(
@@ -226,7 +235,7 @@ class InteractionsProcessor:
             except InvalidEventError as exc:
                 await self.reject(exc, msg)
                 continue
-            rec = to_record(event, msg.partition, msg.offset)
+            rec = to_record(event, msg.partition, msg.offset, read_ms_of(msg, read_at_ms))
             contexts[(rec.user_id, rec.event_id)] = (event.event_id, event.context)
             by_user.setdefault(rec.user_id, []).append((rec, msg))
 

@@ -84,7 +84,8 @@ class StreamsSettings(ComponentSettings):
     dedupe_window_s: int = Field(
         24 * 3600,
         ge=60,
-        description="Event ids older than this (event time, before the user's latest event) are forgotten.",
+        description="Event ids read longer ago than this (before the user's latest read) are forgotten; read "
+        "time is the broker's append time where the topic stamps it, else the worker's clock.",
     )
     catalog_path: Path | None = Field(
         None,

@@ -7,7 +7,9 @@ the entity's latest minute ``r`` when ``r - m < W``.
 Idempotence lives in the state itself, so that counters and the de-duplication marker change in one
 changelog write:
 
-* :class:`UserState` remembers recent event ids with the source (partition, offset) they were read at,
+* :class:`UserState` remembers recent event ids with the source (partition, offset) they were read at and
+  the minute they were read (the message's Kafka timestamp: a client's clock cannot move it, so one event
+  stamped far in the future cannot make the window forget every id and let later duplicates count),
   and, per source partition, the offsets it has been through (its coverage: :func:`cover`). An id seen at the
   *same* position is a re-read after a crash (its counters are already in; its side effects are redone);
   at a *different* position it is a true duplicate (dropped). An unknown id at a covered offset was
@@ -94,6 +96,11 @@ class EventRecord:
     ts_ms: int
     partition: int
     offset: int
+    read_ms: int = -1  # the message's Kafka timestamp (epoch ms); -1: unknown, the event time stands in
+
+    @property
+    def read_minute(self) -> int:
+        return (self.read_ms if self.read_ms >= 0 else self.ts_ms) // BUCKET_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +178,9 @@ class UserState:
     recent: list[tuple[int, str]] = field(default_factory=list)
     buckets: dict[int, list[int]] = field(default_factory=dict)  # minute -> count per EVENT_TYPES
     categories: dict[int, dict[str, int]] = field(default_factory=dict)  # minute -> non-dislike events per category
-    seen: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # event id -> (partition, offset, minute)
+    seen: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # event id -> (partition, offset, read minute)
     covered: dict[int, list[Span]] = field(default_factory=dict)  # source partition -> offsets gone through
+    read_minute: int = -1  # latest read minute of the events applied; -1: none (the ids' window ends there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +206,10 @@ def apply_user_event(state: UserState, ev: EventRecord, category: str) -> Outcom
         return Outcome.STALE
     cover(state.covered.setdefault(ev.partition, []), ev.offset, ev.offset)
     minute = ev.ts_ms // BUCKET_MS
-    state.seen[ev.event_id] = (ev.partition, ev.offset, minute)
+    read_minute = ev.read_minute
+    state.seen[ev.event_id] = (ev.partition, ev.offset, read_minute)
+    if read_minute > state.read_minute:
+        state.read_minute = read_minute
     state.counted += 1
     if ev.ts_ms > state.last_ms:
         state.last_ms = ev.ts_ms
@@ -229,7 +240,9 @@ def prune_user(state: UserState, limits: DedupeLimits) -> None:
         del state.categories[minute]
     seen = state.seen
     excess = len(seen) - limits.max_events
-    stale = [eid for eid, (_, _, minute) in seen.items() if ref - minute >= limits.window_minutes]
+    # By read time, not event time: an event stamped years ahead must not expire the ids of the others.
+    now = state.read_minute if state.read_minute >= 0 else ref
+    stale = [eid for eid, (_, _, minute) in seen.items() if now - minute >= limits.window_minutes]
     for eid in stale:
         del seen[eid]
     excess -= len(stale)
@@ -355,6 +368,7 @@ def dump_user(state: UserState) -> bytes:
         "c": [[m, cats] for m, cats in state.categories.items()],
         "s": _dump_seen(state.seen),
         "k": _dump_coverage(state.covered),
+        "t": state.read_minute,
     }
     return json.dumps(payload, separators=(",", ":")).encode()
 
@@ -438,6 +452,7 @@ def load_user(raw: bytes) -> UserState:
             categories={int(m): {str(k): int(v) for k, v in cats.items()} for m, cats in p["c"]},
             seen=_load_seen(p),
             covered=_load_coverage(p),
+            read_minute=int(p.get("t", -1)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"corrupt user state: {exc!r}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import uuid
@@ -307,3 +308,23 @@ def test_state_written_with_one_watermark_per_partition_reads_as_the_range_up_to
     assert user.covered == {2: [(0, 41)]} and item.covered == {0: [(0, 7)], 1: [(0, 3)]}
     assert apply_user_event(user, record("u", "a", "view", T0, offset=41, partition=2), "c") is Outcome.STALE
     assert apply_user_event(user, record("u", "a", "view", T0, offset=42, partition=2), "c") is Outcome.NEW
+
+
+def test_dedupe_ids_expire_by_read_time_so_a_far_future_event_does_not_expire_them() -> None:
+    window = DedupeLimits(max_events=100, window_minutes=60)
+    minute = 60_000
+    state = UserState()
+    first = dataclasses.replace(record("u", "a", "view", T0, 0, eid=1), read_ms=T0)
+    future = dataclasses.replace(record("u", "b", "view", 4_070_908_800_000, 1, eid=2), read_ms=T0 + minute)
+    for ev in (first, future):
+        assert apply_user_event(state, ev, "c") is Outcome.NEW
+        prune_user(state, window)
+    again = dataclasses.replace(first, offset=2, read_ms=T0 + 2 * minute)  # re-produced, read two minutes on
+    assert apply_user_event(state, again, "c") is Outcome.DUPLICATE
+    assert load_user(dump_user(state)) == state and state.read_minute == (T0 + minute) // minute
+    # Read an hour later: the window has passed, the id is forgotten and the re-sent event counts.
+    late = dataclasses.replace(record("u", "c", "view", T0, 3, eid=3), read_ms=T0 + 61 * minute)
+    apply_user_event(state, late, "c")
+    prune_user(state, window)
+    assert 1 not in state.seen and 3 in state.seen
+    assert apply_user_event(state, dataclasses.replace(first, offset=4), "c") is Outcome.NEW
