@@ -7,12 +7,15 @@ on) is kept by :class:`LagSensor`, a Faust sensor, refreshed on every commit and
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from streams.faust_compat import OffsetBook
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
@@ -139,12 +142,28 @@ def make_lag_sensor(metrics: WorkerMetrics, topics: Iterable[str], consumer: Cal
     watched = set(topics)
 
     class LagSensor(Sensor):  # type: ignore[misc]
-        """Keeps per-partition lag gauges: read position from messages in, commits from the consumer."""
+        """Keeps per-partition lag gauges: read position from messages in, commits from the consumer, log ends
+        from the broker (:meth:`refresh_ends`) or the last fetch, whichever is further.
+
+        The last fetch alone is not enough: a worker behind its backlog stops fetching a partition whose
+        stream buffer is full, and the end it last saw goes stale, so the gauges would show a small lag
+        exactly when it is large (and jump when fetching resumes)."""
 
         def __init__(self) -> None:
             super().__init__()
             self.read: dict[Any, int] = {}
             self.labelled: set[Any] = set()
+            self.ends: dict[Any, int] = {}
+
+        async def refresh_ends(self) -> None:
+            """Ask the broker for the log end of every assigned partition (one request per broker)."""
+            cons = consumer()
+            try:
+                assigned = [tp for tp in cons.assignment() if tp.topic in watched]
+                if assigned:
+                    self.ends = {tp: int(end) for tp, end in (await cons.highwaters(*assigned)).items()}
+            except Exception as exc:  # broker unreachable or mid-rebalance: the fetched ends still serve
+                log.debug("log end offsets not refreshed: %r", exc)
 
         def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
             if tp.topic in watched and offset >= self.read.get(tp, -1):
@@ -168,8 +187,11 @@ def make_lag_sensor(metrics: WorkerMetrics, topics: Iterable[str], consumer: Cal
                         gauge.remove(tp.topic, str(tp.partition))
             for tp in assigned:
                 try:
-                    end = int(cons.highwater(tp))
+                    fetched = int(cons.highwater(tp))
                 except Exception:
+                    fetched = -1
+                end = max(fetched, self.ends.get(tp, -1))
+                if end < 0:
                     continue
                 committed = committed_map.get(tp)
                 labels = (tp.topic, str(tp.partition))

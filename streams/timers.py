@@ -32,6 +32,7 @@ def register_timers(app: AppT, topics: WorkerTopics, metrics: WorkerMetrics, set
     app.sensors.add(lag_sensor)
 
     async def refresh_lag() -> None:
+        await lag_sensor.refresh_ends()
         lag_sensor.refresh()
 
     app.timer(settings.lag_interval_s)(refresh_lag)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from streamrec.settings import BloomSettings, KafkaSettings, RedisSettings
 from streams.app import ITEM_CODEC, TABLE_NAMES, USER_CODEC, create_app
@@ -68,3 +69,35 @@ def test_faust_gets_tls_with_sasl_when_the_protocol_says_sasl_ssl(tmp_path: Path
     auth = credentials_to_aiokafka_auth(app.conf.broker_credentials)
     assert auth["security_protocol"] == "SASL_SSL" and auth["ssl_context"] is not None
     assert auth["sasl_plain_username"] == "worker"
+
+
+def test_lag_gauges_take_the_brokers_log_end_when_the_last_fetch_is_stale() -> None:
+    """A worker behind its backlog stops fetching a full partition: its fetched end goes stale, the broker's
+    does not, and the gauge must show the real lag."""
+    import asyncio
+
+    from faust.types import TP
+
+    from streams.metrics import WorkerMetrics, make_lag_sensor
+
+    tp = TP("lag-in", 0)
+
+    class Consumer:
+        _committed_offset = {tp: 100}
+
+        def assignment(self) -> set[Any]:
+            return {tp}
+
+        def highwater(self, partition: Any) -> int:
+            return 150  # what the last fetch saw, long ago
+
+        async def highwaters(self, *partitions: Any) -> dict[Any, int]:
+            return {p: 90_150 for p in partitions}  # the log has grown since
+
+    metrics = WorkerMetrics()
+    sensor = make_lag_sensor(metrics, ["lag-in"], Consumer)
+    sensor.refresh()
+    assert metrics.consumer_lag.labels("lag-in", "0")._value.get() == 50
+    asyncio.run(sensor.refresh_ends())
+    sensor.refresh()
+    assert metrics.consumer_lag.labels("lag-in", "0")._value.get() == 90_050
