@@ -41,7 +41,6 @@ def pack(out: Path, items: int) -> None:
     sys.path.insert(0, str(REPO / "bench"))
     import torch
     from catalog_import import generate_csv
-    from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
 
@@ -63,11 +62,10 @@ def pack(out: Path, items: int) -> None:
     tokenize_s = time.perf_counter() - began
     lengths = torch.tensor([len(ids) for ids in encoded], dtype=torch.int32)
     flat = torch.tensor([t for ids in encoded for t in ids], dtype=torch.int32)
-    stored = load_file(str(model_dir / "model.safetensors"))
+    sbert = SentenceTransformer(str(model_dir), device="cpu")
+    stored = sbert[0].auto_model.state_dict()  # the BERT under Sentence-BERT's pooling and normalisation
     weights = {k: v.half() for k, v in stored.items() if "position_ids" not in k}
-    reference = SentenceTransformer(str(model_dir), device="cpu").encode(
-        texts[:REFERENCE_TEXTS], convert_to_tensor=True, normalize_embeddings=True
-    )
+    reference = sbert.encode(texts[:REFERENCE_TEXTS], convert_to_tensor=True, normalize_embeddings=True)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(weights, out / "weights.pt")
     torch.save({"flat": flat, "lengths": lengths, "reference": reference.float()}, out / "texts.pt")
