@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any, cast
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from consumers.catalog_plan import (
-    ITEM_CONTENT_VIEW,
-    USER_PROFILE_VIEW,
     item_content_row,
     row_timestamp,
     user_profile_row,
@@ -29,7 +27,12 @@ from streamrec.client.consumer import consumer_config
 from streamrec.client.dlq import DeadLetterRole, DeadLetterWriter, parse_dead_letter
 from streamrec.client.producer import producer_config
 from streamrec.errors import ConfigError, InvalidEventError, StoreUnavailableError
-from streamrec.features import FEAST_ITEM_ENTITY_KEY, FEAST_USER_ENTITY_KEY
+from streamrec.features import (
+    FEAST_ITEM_CONTENT_VIEW,
+    FEAST_ITEM_ENTITY_KEY,
+    FEAST_USER_ENTITY_KEY,
+    FEAST_USER_PROFILE_VIEW,
+)
 from streamrec.settings import KafkaSettings
 
 if TYPE_CHECKING:
@@ -273,10 +276,10 @@ class FeastCatalogViews:
         self.online_store: Any = get_online_store_from_config(store.config.online_store)
         self._entity_key, self._value = EntityKey, ValueProto
         views = {fv.name: fv for fv in store.list_feature_views()}
-        missing = [name for name in (ITEM_CONTENT_VIEW, USER_PROFILE_VIEW) if name not in views]
+        missing = [name for name in (FEAST_ITEM_CONTENT_VIEW, FEAST_USER_PROFILE_VIEW) if name not in views]
         if missing:
             raise ConfigError(f"Feast views {missing} are not registered; run: streamrec features apply")
-        self.item_view, self.user_view = views[ITEM_CONTENT_VIEW], views[USER_PROFILE_VIEW]
+        self.item_view, self.user_view = views[FEAST_ITEM_CONTENT_VIEW], views[FEAST_USER_PROFILE_VIEW]
         self.item_encoders = [(f.name, _value_encoder(f.dtype)) for f in self.item_view.features]
         self.user_encoders = [(f.name, _value_encoder(f.dtype)) for f in self.user_view.features]
         self.profile_fields = [name for name, _ in self.user_encoders]

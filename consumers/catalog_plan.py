@@ -25,11 +25,8 @@ from streamrec.artifacts import IdMaps
 from streamrec.catalog.live import LiveItem, LiveVectors
 from streamrec.catalog.models import CatalogItem, ItemRecord, ItemTombstone, UserProfile, UserRecord
 from streamrec.catalog.snapshot import item_text
-from streamrec.features import FEAST_ITEM_CONTENT_VIEW, FEAST_USER_PROFILE_VIEW, PROFILE_PREFIX
+from streamrec.features import PROFILE_PREFIX
 
-#: Feast names of the catalog's online views (declared in ``feature_repo/definitions.py``).
-ITEM_CONTENT_VIEW: Final = FEAST_ITEM_CONTENT_VIEW
-USER_PROFILE_VIEW: Final = FEAST_USER_PROFILE_VIEW
 ITEM_CONTENT_UNKNOWN_CATEGORY: Final = "unknown"
 #: A tombstone row is stamped just after its ``updated_at``: Feast keeps a row only when it is strictly newer,
 #: and a delete wins over an upsert of the same instant (catalog order), while any later upsert (``updated_at``

@@ -24,10 +24,12 @@ from feast.types import Array, Float64, Int64, String
 
 from streamrec.archive import INTERACTIONS_DIR
 from streamrec.features import (
+    FEAST_ITEM_CONTENT_VIEW,
     FEAST_ITEM_ENTITY_KEY,
     FEAST_ITEM_PUSH_SOURCE,
     FEAST_ITEM_STREAM_VIEW,
     FEAST_USER_ENTITY_KEY,
+    FEAST_USER_PROFILE_VIEW,
     FEAST_USER_PUSH_SOURCE,
     FEAST_USER_STREAM_VIEW,
     ITEM_COUNT_FEATURES,
@@ -35,13 +37,11 @@ from streamrec.features import (
 )
 from streams.feast_schema import (
     CTR_24H,
-    ITEM_CONTENT_VIEW,
     LAST_EVENT_MS,
     RECENT_ITEMS,
     TIMESTAMP_FIELD,
     TOP_CATEGORY,
     TRENDING,
-    USER_PROFILE_VIEW,
 )
 
 # Online rows outlive any window: a quiet user keeps the features of their latest activity.
@@ -96,7 +96,7 @@ def build_objects(archive_root: Path, offline_dir: Path, profile_fields: Sequenc
         description="Per-item streaming features (streams worker), windows ending at the item's latest event.",
     )
     user_profile = FeatureView(
-        name=USER_PROFILE_VIEW,
+        name=FEAST_USER_PROFILE_VIEW,
         entities=[user],
         ttl=PROFILE_TTL,
         schema=[Field(name=name, dtype=String) for name in profile_fields],
@@ -105,7 +105,7 @@ def build_objects(archive_root: Path, offline_dir: Path, profile_fields: Sequenc
         description="User profile columns of the dataset's users.parquet.",
     )
     item_content = FeatureView(
-        name=ITEM_CONTENT_VIEW,
+        name=FEAST_ITEM_CONTENT_VIEW,
         entities=[item],
         ttl=PROFILE_TTL,
         schema=[

@@ -11,10 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from streamrec.features import (
-    FEAST_ITEM_CONTENT_VIEW,
     FEAST_ITEM_ENTITY_KEY,
     FEAST_USER_ENTITY_KEY,
-    FEAST_USER_PROFILE_VIEW,
     FEAST_USER_RECENT_ITEMS_FIELD,
     ITEM_COUNT_FEATURES,
     USER_COUNT_FEATURES,
@@ -34,8 +32,6 @@ USER_STREAM_FIELDS: tuple[str, ...] = (*USER_COUNT_FEATURES, RECENT_ITEMS, TOP_C
 ITEM_STREAM_FIELDS: tuple[str, ...] = (*ITEM_COUNT_FEATURES, CTR_24H, TRENDING, LAST_EVENT_MS)
 
 #: Batch (offline-sourced) views.
-USER_PROFILE_VIEW = FEAST_USER_PROFILE_VIEW
-ITEM_CONTENT_VIEW = FEAST_ITEM_CONTENT_VIEW
 ITEM_CONTENT_FIELDS: tuple[str, ...] = ("category", "price", "text_embedding_ref", "image_embedding_ref")
 
 

@@ -21,9 +21,15 @@ import pandas as pd
 from streamrec import feast_config
 from streamrec.archive import ITEMS_FILE, USERS_FILE, read_items, read_users
 from streamrec.errors import ConfigError, DataError, StoreUnavailableError
-from streamrec.features import FEAST_ITEM_ENTITY_KEY, FEAST_USER_ENTITY_KEY, PROFILE_PREFIX
+from streamrec.features import (
+    FEAST_ITEM_CONTENT_VIEW,
+    FEAST_ITEM_ENTITY_KEY,
+    FEAST_USER_ENTITY_KEY,
+    FEAST_USER_PROFILE_VIEW,
+    PROFILE_PREFIX,
+)
 from streamrec.settings import FeastSettings, PathsSettings, RedisSettings
-from streams.feast_schema import ITEM_CONTENT_VIEW, TIMESTAMP_FIELD, USER_PROFILE_VIEW
+from streams.feast_schema import TIMESTAMP_FIELD
 
 #: Batch rows are valid from this instant on (profiles and item content carry no time of their own).
 BATCH_VALID_FROM = datetime(2000, 1, 1, tzinfo=UTC)
@@ -210,20 +216,21 @@ def apply_repo(
     frames: dict[str, pd.DataFrame] = {}
     if root is not None:
         offline.mkdir(parents=True, exist_ok=True)
-        frames[ITEM_CONTENT_VIEW] = item_content_frame(read_items(root))
+        frames[FEAST_ITEM_CONTENT_VIEW] = item_content_frame(read_items(root))
         if (root / USERS_FILE).is_file():
-            frames[USER_PROFILE_VIEW] = user_profile_frame(read_users(root))
-            profile_fields = [c for c in frames[USER_PROFILE_VIEW].columns if c.startswith(PROFILE_PREFIX)]
+            frames[FEAST_USER_PROFILE_VIEW] = user_profile_frame(read_users(root))
+            profile_fields = [c for c in frames[FEAST_USER_PROFILE_VIEW].columns if c.startswith(PROFILE_PREFIX)]
         for name, frame in frames.items():
             frame.to_parquet(offline / f"{name}.parquet", index=False)
         echo(f"offline tables from {root} written to {offline}")
     objects = load_definitions(feast.repo)(paths.archive_root.resolve(), offline.resolve(), profile_fields)
     if root is None:
         # No tables to back the batch views: apply the streaming side only.
-        objects = [o for o in objects if getattr(o, "name", "") not in (USER_PROFILE_VIEW, ITEM_CONTENT_VIEW)]
+        batch_views = (FEAST_USER_PROFILE_VIEW, FEAST_ITEM_CONTENT_VIEW)
+        objects = [o for o in objects if getattr(o, "name", "") not in batch_views]
         echo("no items.parquet in the archive root and no --dataset: batch views skipped")
-    if USER_PROFILE_VIEW not in frames:
-        objects = [o for o in objects if getattr(o, "name", "") != USER_PROFILE_VIEW]
+    if FEAST_USER_PROFILE_VIEW not in frames:
+        objects = [o for o in objects if getattr(o, "name", "") != FEAST_USER_PROFILE_VIEW]
     store = open_store(feast, redis)
     try:
         store.apply(objects, partial=True)
