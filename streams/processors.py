@@ -102,14 +102,6 @@ class RefresherPort(Protocol):
     def notify_many(self, triggers: Sequence[tuple[str, Trigger]]) -> None: ...
 
 
-def read_ms_of(msg: Incoming, read_at_ms: int) -> int:
-    """When the message was read, for the de-duplication window: the broker's append time when the topic
-    stamps it (the same on every re-read), else this worker's clock (a ``CreateTime`` is the producer's)."""
-    if msg.log_append_time and msg.timestamp_ms is not None and msg.timestamp_ms > 0:
-        return msg.timestamp_ms
-    return read_at_ms
-
-
 async def retrying(op: Callable[[], Awaitable[T]], store: str, metrics: WorkerMetrics, max_backoff_s: float) -> T:
     """Run ``op`` until it succeeds: an unreachable store stalls the stream instead of losing effects. A
     permanent error (:func:`streamrec.retry.permanent_error`) is raised at once as :class:`PermanentStoreError`."""
@@ -224,18 +216,19 @@ class InteractionsProcessor:
         contexts: dict[tuple[str, int], tuple[str, EventContext]] = {}
         read_at_ms = int(time.time() * 1000)
         for msg in batch:
+            # The broker's append time where the topic stamps it (the same on every re-read), else None: this
+            # worker's clock. It is "now" for the clock-skew policy and the read time for the dedupe window.
+            appended = skew_reference(msg.timestamp_ms, msg.log_append_time)
             try:
                 event = decode_interaction(
-                    msg.value or b"",
-                    self.max_event_bytes,
-                    max_future_skew=self.max_future_skew_s,
-                    now=skew_reference(msg.timestamp_ms, msg.log_append_time),
+                    msg.value or b"", self.max_event_bytes, max_future_skew=self.max_future_skew_s, now=appended
                 )
                 check_key_matches(event, msg.key)
             except InvalidEventError as exc:
                 await self.reject(exc, msg)
                 continue
-            rec = to_record(event, msg.partition, msg.offset, read_ms_of(msg, read_at_ms))
+            read_ms = read_at_ms if appended is None or msg.timestamp_ms is None else msg.timestamp_ms
+            rec = to_record(event, msg.partition, msg.offset, read_ms)
             contexts[(rec.user_id, rec.event_id)] = (event.event_id, event.context)
             by_user.setdefault(rec.user_id, []).append((rec, msg))
 
