@@ -180,7 +180,6 @@ class UserState:
     categories: dict[int, dict[str, int]] = field(default_factory=dict)  # minute -> non-dislike events per category
     seen: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # event id -> (partition, offset, read minute)
     covered: dict[int, list[Span]] = field(default_factory=dict)  # source partition -> offsets gone through
-    read_minute: int = -1  # latest read minute of the events applied; -1: none (the ids' window ends there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +205,7 @@ def apply_user_event(state: UserState, ev: EventRecord, category: str) -> Outcom
         return Outcome.STALE
     cover(state.covered.setdefault(ev.partition, []), ev.offset, ev.offset)
     minute = ev.ts_ms // BUCKET_MS
-    read_minute = ev.read_minute
-    state.seen[ev.event_id] = (ev.partition, ev.offset, read_minute)
-    if read_minute > state.read_minute:
-        state.read_minute = read_minute
+    state.seen[ev.event_id] = (ev.partition, ev.offset, ev.read_minute)
     state.counted += 1
     if ev.ts_ms > state.last_ms:
         state.last_ms = ev.ts_ms
@@ -240,8 +236,10 @@ def prune_user(state: UserState, limits: DedupeLimits) -> None:
         del state.categories[minute]
     seen = state.seen
     excess = len(seen) - limits.max_events
-    # By read time, not event time: an event stamped years ahead must not expire the ids of the others.
-    now = state.read_minute if state.read_minute >= 0 else ref
+    # By read time, not event time: an event stamped years ahead must not expire the ids of the others. The
+    # latest read comes from the ids kept rather than a stored field: the time bound never drops it, and should
+    # the count bound drop it (ids read out of order across partitions), the window only gets longer.
+    now = max((minute for _, _, minute in seen.values()), default=ref)
     stale = [eid for eid, (_, _, minute) in seen.items() if now - minute >= limits.window_minutes]
     for eid in stale:
         del seen[eid]
@@ -368,7 +366,6 @@ def dump_user(state: UserState) -> bytes:
         "c": [[m, cats] for m, cats in state.categories.items()],
         "s": _dump_seen(state.seen),
         "k": _dump_coverage(state.covered),
-        "t": state.read_minute,
     }
     return json.dumps(payload, separators=(",", ":")).encode()
 
@@ -452,7 +449,6 @@ def load_user(raw: bytes) -> UserState:
             categories={int(m): {str(k): int(v) for k, v in cats.items()} for m, cats in p["c"]},
             seen=_load_seen(p),
             covered=_load_coverage(p),
-            read_minute=int(p.get("t", -1)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"corrupt user state: {exc!r}") from None
