@@ -48,9 +48,10 @@ def build_catalog_sync(
     catalog = catalog or CatalogSettings.load()
     refuse_placeholder_secrets(kafka)  # before any connection
     client = redis.Redis.from_url(redis_settings.effective_url, **redis_settings.client_kwargs())
+    prefix = live_prefix or catalog.live_prefix
 
     def open_export(directory: Path, export: ExportCatalog) -> tuple[LiveCatalog, Embedder]:
-        live = RedisLiveCatalog(client, export.version, export.n_items, live_prefix or catalog.live_prefix)
+        live = RedisLiveCatalog(client, export.version, export.n_items, prefix)
         embedder = ContentEmbedder(
             directory,
             device=settings.catalog_sync_device,
@@ -81,5 +82,5 @@ def build_catalog_sync(
         embed_batch=settings.catalog_sync_embed_batch,
         publish_batch=settings.catalog_sync_publish_batch,
         export_check_s=settings.catalog_sync_export_check_s,
-        retire_versions=lambda keep: retire_versions(client, keep, live_prefix or catalog.live_prefix),
+        retire_versions=lambda keep: retire_versions(client, keep, prefix),
     )

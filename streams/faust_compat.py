@@ -178,10 +178,9 @@ class ReadOffsets(dict):  # type: ignore[type-arg]  # TP -> int | None, what Fau
         """``tp`` was sought to ``offset`` (None: to where the consumer's reset policy starts)."""
         if offset is not None and self._acks_enabled_for(tp.topic):
             self._sought[tp] = (offset, -1)
-            super().__setitem__(tp, offset or None)
         else:
             self._sought.pop(tp, None)
-            super().__setitem__(tp, offset or None)
+        super().__setitem__(tp, offset or None)
 
 
 def guard_read_offsets() -> None:

@@ -92,6 +92,10 @@ class LiveKeys:
         return (self.state, self.changes, self.index, self.next_index)
 
 
+#: The last part of each key of a version's live catalog ("state", "changes", ...).
+_KEY_PARTS: Final = frozenset(key.rpartition(":")[2] for key in LiveKeys("").all)
+
+
 def live_versions(client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> set[str]:
     """The export versions that have live catalog keys under ``prefix``."""
     head = f"{prefix}:live:"
@@ -99,7 +103,7 @@ def live_versions(client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> set[str]
     for raw in client.scan_iter(match=f"{head}*", count=1000):
         name = _str(raw)[len(head) :]
         version, _, part = name.rpartition(":")
-        if version and part in ("state", "changes", "index", "next_index"):
+        if version and part in _KEY_PARTS:
             found.add(version)
     return found
 
