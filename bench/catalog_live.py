@@ -17,13 +17,14 @@ with the project's views), on fresh topics and keys, deleted at the end.
    for an item added before (both embedded), ``available: false``, a delete. A reader
    (``LiveCatalogReader``, as every serving process uses) measures each record's ``updated_at`` -> its entry read.
 3. **Through the API** (``--api-url``): a new item copying the content (from ``--api-catalog``, a folder with
-   the ``items.parquet`` the export was trained on) of the item a user is recommended first, and the time until
-   it is in one of the users' top ``--api-k``; then its delete, and the time until it is gone from every
-   answer; ``available: false`` on a user's top item and the time until it is gone from every answer (made
-   available again after). A new item missing from every top k is counted as missed (a ranking matter: its
-   entry is published all the same). Needs a serving deployment following the live catalog of the
-   export under ``--export-root`` (and the sync here must write where it reads: same Redis, default prefix:
-   pass ``--live-prefix streamrec``).
+   the ``items.parquet`` the export was trained on) of the item a user is recommended first, produced together
+   with ``--api-distractors`` new items copying random other items of that catalog, and the time until the
+   copy is in that user's top ``--api-k`` (a distractor shown to the user meanwhile is counted); then the
+   deletes, and the time until the copy is gone from every answer; ``available: false`` on a user's top item
+   and the time until it is gone from every answer (made available again after). A copy missing from its
+   user's top k for 15 s is counted as missed (a ranking matter: its entry is published all the same). Needs
+   a serving deployment following the live catalog of the export under ``--export-root`` (and the sync here
+   must write where it reads: same Redis, default prefix: pass ``--live-prefix streamrec``).
 
 Prints one JSON line per phase and a summary.
 """
@@ -261,16 +262,26 @@ class Bench:
         }  # fmt: skip
 
     def through_api(self, url: str, key: str, header: str, users: list[str], k: int, trials: int,
-                    catalog_dir: Path | None) -> dict[str, Any]:  # fmt: skip
-        """New item -> in the user's answer; ``available: false`` -> gone from every user's answer."""
+                    catalog_dir: Path | None, distractors: int = 0) -> dict[str, Any]:  # fmt: skip
+        """New item -> in the matching user's answer; ``available: false`` -> gone from every user's answer."""
         from streamrec.archive import read_items
 
-        content: dict[str, dict[str, str]] = {}
+        content: dict[str, dict[str, Any]] = {}
         if catalog_dir is not None:
             frame = read_items(catalog_dir)
-            for row in frame[["item_id", "category", "text"]].itertuples(index=False):
+            for row in frame[["item_id", "category", "text", "price"]].itertuples(index=False):
                 title = str(row.text or row.item_id)[:MAX_TITLE_CHARS]
                 content[str(row.item_id)] = {"title": title, "category": str(row.category or "unknown")}
+                if row.price == row.price:  # not NaN
+                    content[str(row.item_id)]["price"] = float(row.price)
+        known = sorted(content)
+
+        def distractor(item_id: str, unlike: str) -> dict[str, Any]:
+            """A new item like the catalog's own (another item's content, price included), else random."""
+            if not known:
+                return new_item(item_id, self.rng, self.categories)
+            other = self.rng.choice([i for i in known if i != unlike] or known)
+            return {"item_id": item_id, **content[other], "updated_at": datetime.now(UTC)}
 
         def answer(user: str) -> list[str]:
             query = urllib.parse.urlencode({"user_id": user, "k": k})
@@ -290,16 +301,32 @@ class Bench:
         stop, runner = follow(sync)
         appear: list[float] = []
         gone: list[float] = []
-        missed_appear = missed_gone = 0
+        missed_appear = missed_gone = distracted = 0
         with CatalogProducer(self.kafka, self.catalog) as producer:
             for trial in range(trials):
-                # A new item with the content of a user's top item: in any user's top k?
-                top = answer(users[trial % len(users)])[0]
+                # A new item with the content of a user's top item, among others of random content: in that
+                # user's top k?
+                user = users[trial % len(users)]
+                top = answer(user)[0]
                 like = content.get(top, {"title": top, "category": self.categories[0]})
                 new_id = f"api-new-{uuid.uuid4().hex[:8]}"
+                others = [f"api-other-{uuid.uuid4().hex[:8]}" for _ in range(distractors)]
                 producer.upsert_item({"item_id": new_id, **like, "updated_at": datetime.now(UTC)})
+                for other in others:
+                    producer.upsert_item(distractor(other, unlike=top))
                 producer.flush()
-                took = wait(lambda n=new_id: any(n in answer(u) for u in users))  # type: ignore[misc]
+                shown_others: set[str] = set()
+
+                def shown(user: str = user, new_id: str = new_id, others: list[str] = others,
+                          shown_others: set[str] = shown_others) -> bool:  # fmt: skip
+                    items = answer(user)
+                    shown_others.update(set(others) & set(items))
+                    return new_id in items
+
+                took = wait(shown)
+                distracted += bool(shown_others)
+                for other in others:
+                    producer.delete_item(other)
                 if took is None:
                     missed_appear += 1
                 else:
@@ -328,7 +355,11 @@ class Bench:
         runner.join(30)
         return {
             "phase": "api", "url": url, "users": len(users), "k": k,
-            "appears_in_answer": {**summary_of(appear), "missed": missed_appear, "target_p99_s": TARGET_APPEAR_P99_S},
+            "distractors": distractors,
+            "appears_in_matching_answer": {
+                **summary_of(appear), "missed": missed_appear, "trials_a_distractor_was_shown": distracted,
+                "target_p99_s": TARGET_APPEAR_P99_S,
+            },
             "gone_from_every_answer": {**summary_of(gone), "missed": missed_gone, "target_p99_s": TARGET_GONE_P99_S},
         }  # fmt: skip
 
@@ -355,6 +386,7 @@ def main() -> int:
     parser.add_argument("--api-catalog", type=Path, help="folder with the items.parquet the export was trained on")
     parser.add_argument("--api-k", type=int, default=20)
     parser.add_argument("--api-trials", type=int, default=20)
+    parser.add_argument("--api-distractors", type=int, default=3, help="random new items beside each copy")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -382,7 +414,7 @@ def main() -> int:
                 if args.api_url:
                     users = [u for u in args.api_users.split(",") if u]
                     result = bench.through_api(args.api_url, args.api_key, args.api_key_header, users, args.api_k,
-                                               args.api_trials, args.api_catalog)  # fmt: skip
+                                               args.api_trials, args.api_catalog, args.api_distractors)  # fmt: skip
                     print(json.dumps(result), flush=True)
             finally:
                 bench.close()

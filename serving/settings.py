@@ -32,7 +32,18 @@ class ServingSettings(ComponentSettings):
         description=(
             "Cold-start exploration: up to this many items added to the live catalog since the export, retrieved "
             "for the request but ranked below its top k (no learned id, no popularity yet), take the last places "
-            "of the answer; 0: off."
+            "of the answer, the best-retrieved first; 0: off."
+        ),
+    )
+    new_item_candidates: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description=(
+            "Retrieval keeps at least this many of the request's best-scoring available items added to the live "
+            "catalog since the export among its top N, in place of its lowest-scoring export items (the content-"
+            "only item tower scores a new item below learned ones, so the ranker and the new-item slots would "
+            "rarely see it otherwise); 0: added items compete by score only."
         ),
     )
     features_enabled: bool = Field(

@@ -247,6 +247,53 @@ def test_retrieval_merges_added_items_by_score_and_never_returns_masked_ones(pat
     assert list(stage.run({QUERY.name: query})[CANDIDATES.name][0]) == [0, 0, 0, 0]
 
 
+@pytest.mark.parametrize("path", ["faiss", "torch"])
+def test_retrieval_keeps_the_best_added_items_even_when_every_export_item_scores_higher(path: str) -> None:
+    """A content-only embedding scores below learned ones: without the kept places the added items would never
+    reach the ranker. The best-scoring available ones take the places of the lowest-scoring export items."""
+    import faiss
+
+    rows = export_rows()
+    index = faiss.IndexFlatIP(D)
+    index.add(rows.items.embeddings)
+    catalog = LiveCatalog(CatalogSnapshot.of_export(rows))
+    kwargs: dict[str, Any] = {"index": index} if path == "faiss" else {"device": "cpu"}
+    query = rows.items.embeddings[2:3] / np.linalg.norm(rows.items.embeddings[2])
+    plain = list(RetrievalStage(4, catalog, **kwargs).run({QUERY.name: query})[CANDIDATES.name][0])
+    # Three added items far below every export item, the middle one the best of them; one unavailable.
+    floor = float(np.min(rows.items.embeddings @ query[0])) - 10.0
+    weak = [vectors(i, embedding=query[0] * (floor + s)) for i, s in ((1, -3.0), (2, -1.0), (3, -2.0), (4, 5.0))]
+    catalog.apply(
+        [LiveItem(f"new-{i}", N + i, i != 4, 1, 1, v) for i, v in enumerate(weak, start=1)]
+    )  # new-4 would be the best but is unavailable
+    assert list(RetrievalStage(4, catalog, **kwargs).run({QUERY.name: query})[CANDIDATES.name][0]) == plain
+    kept = list(RetrievalStage(4, catalog, added_kept=2, **kwargs).run({QUERY.name: query})[CANDIDATES.name][0])
+    assert kept == [*plain[:2], N + 2, N + 3]  # best first by score: the added ones score lowest
+    # More places than added items: every available one, the rest the export's best.
+    kept = list(RetrievalStage(5, catalog, added_kept=9, **kwargs).run({QUERY.name: query})[CANDIDATES.name][0])
+    assert kept == [*plain[:2], N + 2, N + 3, N + 1]
+
+
+def test_top_n_keeping_matches_a_sort_of_the_kept_and_the_rest() -> None:
+    from serving.pipeline.stages.retrieval import top_n_keeping
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        m, kept_from = int(rng.integers(1, 12)), int(rng.integers(0, 12))
+        n, kept = int(rng.integers(1, 14)), int(rng.integers(0, 5))
+        scores = rng.normal(size=(3, m))
+        scores[rng.random(size=scores.shape) < 0.2] = -np.inf  # masked: which of them fill up is unspecified
+        picked = top_n_keeping(scores, n, kept_from, kept)
+        got = np.where(np.isfinite(np.take_along_axis(scores, picked, axis=1)), picked, -1)
+        for row in range(3):
+            by_score = sorted(range(m), key=lambda c: (-scores[row, c], c))
+            tail = [c for c in by_score if c >= kept_from][: min(kept, n)]
+            forced = [c for c in tail if np.isfinite(scores[row, c])]
+            rest = [c for c in by_score if c not in forced][: min(n, m) - len(forced)]
+            want = sorted(forced + rest, key=lambda c: (-scores[row, c], c))
+            assert list(got[row]) == [c if np.isfinite(scores[row, c]) else -1 for c in want]
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_faiss_masking_keeps_the_index_search_settings(kind: str) -> None:
     import faiss
@@ -482,9 +529,11 @@ def test_new_item_slots_put_the_best_ranked_added_candidates_in_the_last_places(
     assert promote_added(chosen, ranked, mask, slots, k) == want
 
 
-def test_an_added_item_ranked_below_the_top_k_is_shown_in_its_new_item_slot() -> None:
+def test_an_added_item_ranked_below_the_top_k_is_shown_in_its_new_item_slot_in_retrieval_order() -> None:
+    """The slot goes to the added item retrieval put first (its content matched the user best), not to the one
+    the ranker, blind to an unknown id, scores higher."""
     catalog = catalog_with_added()
-    cand = np.array([[1, 2, 3, N + 1, N + 2]], dtype=np.int64)
+    cand = np.array([[1, 2, 3, N + 2, N + 1]], dtype=np.int64)
     options = np.array([[RecommendOptions().to_json().encode()]], dtype=object)
     inputs = {
         FILTERED_CANDIDATES.name: cand,
@@ -499,4 +548,4 @@ def test_an_added_item_ranked_below_the_top_k_is_shown_in_its_new_item_slot() ->
     plain = RerankStage(catalog, "v1", new_item_slots=0).run(inputs)
     assert list(plain[ITEM_IDS.name][0]) == [b"e1", b"e2", b"e3"]
     explored = RerankStage(catalog, "v1", new_item_slots=1).run(inputs)
-    assert list(explored[ITEM_IDS.name][0]) == [b"e1", b"e2", b"new-8"]  # the better of the two added items
+    assert list(explored[ITEM_IDS.name][0]) == [b"e1", b"e2", b"new-8"]  # retrieved before new-7, ranked below it

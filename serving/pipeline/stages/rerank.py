@@ -8,7 +8,9 @@ Deterministic by default (sort by ranker score, ties by item index). Optional, p
 * temperature softmax sampling without replacement (Gumbel top-k), seeded when the request gives a seed;
 * new-item slots (cold-start exploration): an item added to the live catalog after the export has no learned id
   and no popularity, so the ranker puts it low even when retrieval found it by content for this user; up to
-  ``new_item_slots`` of the best-ranked such candidates take the last places of the answer.
+  ``new_item_slots`` such candidates take the last places of the answer, in retrieval order: the content-only
+  Two-Tower score matches new items to users better than the ranker does on an unknown id (the cold-start
+  evaluation: Recall@10 on new items 0.716 by retrieval, 0.648 after the ranker).
 
 Scores returned are the ranker's probabilities (sigmoid of the logit); the order is the reranked order.
 """
@@ -86,15 +88,15 @@ def cap_per_category(order: Sequence[int], categories: np.ndarray, cap: int, k: 
     return (kept + overflow)[:k]
 
 
-def promote_added(chosen: Sequence[int], ranked: Sequence[int], added: np.ndarray, slots: int, k: int) -> list[int]:
-    """``chosen`` (positions, best first, at most k) with up to ``slots`` added items in it: the best-ranked
-    added positions of ``ranked`` not already chosen take the last places. added Bool[M] by position."""
+def promote_added(chosen: Sequence[int], order: Sequence[int], added: np.ndarray, slots: int, k: int) -> list[int]:
+    """``chosen`` (positions, best first, at most k) with up to ``slots`` added items in it: the first added
+    positions of ``order`` not already chosen take the last places. added Bool[M] by position."""
     out = list(chosen)
     missing = slots - int(sum(bool(added[p]) for p in out))
     if missing <= 0:
         return out
     taken = set(out)
-    promote = [p for p in ranked if added[p] and p not in taken][:missing]
+    promote = [p for p in order if added[p] and p not in taken][:missing]
     for p in promote:
         if len(out) < k:
             out.append(p)
@@ -180,7 +182,9 @@ class RerankStage(Stage):
             ranked = pool[mmr_order(logits[pool], snap.unit_of(cand[pool]), len(pool), diversity)]
         chosen = [int(p) for p in cap_per_category(list(ranked), cats, cap, k)]
         if self.new_item_slots > 0:
-            chosen = promote_added(chosen, [int(p) for p in ranked], cand > snap.n_export, self.new_item_slots, k)
+            # Candidates come in retrieval order (best first); the earlier stages only zero positions.
+            retrieved = [int(p) for p in valid]
+            chosen = promote_added(chosen, retrieved, cand > snap.n_export, self.new_item_slots, k)
         return [int(cand[p]) for p in chosen], [float(v) for v in sigmoid(logits[chosen])], sampled
 
     def run(self, batch: Mapping[str, np.ndarray]) -> Tensors:

@@ -1,5 +1,6 @@
 """Top-N items by inner product with the query: FAISS on CPU, exact torch top-k on a GPU instance; items added
-by the live catalog searched exactly beside the export's index, unavailable items masked out of both."""
+by the live catalog searched exactly beside the export's index, the best of them always kept among the N,
+unavailable items masked out of both."""
 
 from __future__ import annotations
 
@@ -51,18 +52,36 @@ def top_n(scores: np.ndarray, n: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+def top_n_keeping(scores: np.ndarray, n: int, kept_from: int, kept: int) -> np.ndarray:
+    """Like ``top_n``, but the ``kept`` best finite scores of the columns from ``kept_from`` on are always among
+    the n, in place of the lowest-scoring other columns. Float[B, M] -> positions Long[B, min(n, M)], best first."""
+    if kept <= 0 or kept_from >= scores.shape[1]:
+        return top_n(scores, n)
+    keep = top_n(scores[:, kept_from:], min(kept, n)) + kept_from
+    kept_scores = np.take_along_axis(scores, keep, axis=1)
+    boosted = scores.copy()
+    np.put_along_axis(boosted, keep, np.where(np.isfinite(kept_scores), np.inf, kept_scores), axis=1)
+    picked = top_n(boosted, n)
+    order = np.lexsort((picked, -np.take_along_axis(scores, picked, axis=1)), axis=1)
+    return np.take_along_axis(picked, order, axis=1)
+
+
 class RetrievalStage(Stage):
     """Row r of the export's index is item index r + 1; the live catalog's added items (indices after the
-    export's) are searched exactly in the snapshot's rows and merged by score. Unavailable items never come
-    out; fewer than N hits are padded with 0."""
+    export's) are searched exactly in the snapshot's rows and merged by score, the ``added_kept`` best of them
+    kept whatever the export's scores (a content-only embedding scores below learned ones). Unavailable items
+    never come out; fewer than N hits are padded with 0."""
 
     name = "retrieval"
     inputs = (QUERY,)
     outputs = (CANDIDATES,)
     runs_models = True  # on a GPU instance a flat index becomes one matrix product on the device
 
-    def __init__(self, n: int, catalog: LiveCatalog, index: Any = None, device: str = "cpu") -> None:
+    def __init__(
+        self, n: int, catalog: LiveCatalog, index: Any = None, device: str = "cpu", added_kept: int = 0
+    ) -> None:
         self.n = n
+        self.added_kept = added_kept
         self.catalog = catalog
         self.index = index
         self.device = device
@@ -75,11 +94,11 @@ class RetrievalStage(Stage):
 
     @classmethod
     def from_config(cls, config: StageConfig, export: ExportReader) -> RetrievalStage:
-        n = config.serving.retrieval_candidates
+        n, kept = config.serving.retrieval_candidates, config.serving.new_item_candidates
         catalog = process_catalog(config, export)
         if config.device != "cpu" and export.metadata.index.type == "IndexFlatIP":
-            return cls(n, catalog, device=config.device)
-        return cls(n, catalog, index=export.faiss_index)
+            return cls(n, catalog, device=config.device, added_kept=kept)
+        return cls(n, catalog, index=export.faiss_index, added_kept=kept)
 
     def run(self, batch: Mapping[str, np.ndarray]) -> Tensors:
         query = np.ascontiguousarray(batch[QUERY.name], dtype=np.float32)
@@ -104,7 +123,7 @@ class RetrievalStage(Stage):
         live_scores[:, ~snap.available[live_idx]] = -np.inf
         all_scores = np.concatenate([np.where(rows >= 0, scores, -np.inf), live_scores], axis=1)
         all_idx = np.concatenate([idx, np.broadcast_to(live_idx, live_scores.shape)], axis=1)
-        best = top_n(all_scores, self.n)
+        best = top_n_keeping(all_scores, self.n, kept_from=idx.shape[1], kept=self.added_kept)
         return np.where(
             np.isfinite(np.take_along_axis(all_scores, best, axis=1)), np.take_along_axis(all_idx, best, axis=1), 0
         )
@@ -121,9 +140,20 @@ class RetrievalStage(Stage):
             if bias is not None:
                 scores = scores + bias
             k = min(self.n, scores.shape[1])
-            top = torch.topk(scores, k=k, dim=1)
-            values, cols = top.values.cpu().numpy(), top.indices.cpu().numpy()
-        return np.where(np.isfinite(values), cols + 1, 0)  # column c is item index c + 1, export or live
+            n_export = self._gpu_items.shape[0]
+            if live is not None and self.added_kept > 0:
+                # As top_n_keeping: the best added columns are lifted to +inf for the pick, then ordered by score.
+                keep = torch.topk(scores[:, n_export:], k=min(self.added_kept, k, live.shape[0]), dim=1).indices
+                keep = keep + n_export
+                kept = torch.gather(scores, 1, keep)
+                lifted = scores.scatter(1, keep, torch.where(torch.isfinite(kept), torch.inf, kept))
+                cols = torch.topk(lifted, k=k, dim=1).indices
+                values, order = torch.sort(torch.gather(scores, 1, cols), dim=1, descending=True, stable=True)
+                cols = torch.gather(cols, 1, order)
+            else:
+                values, cols = torch.topk(scores, k=k, dim=1)
+            found, columns = values.cpu().numpy(), cols.cpu().numpy()
+        return np.where(np.isfinite(found), columns + 1, 0)  # column c is item index c + 1, export or live
 
     def _device_rows(self, snap: CatalogSnapshot) -> tuple[Any, Any]:
         """The snapshot's live rows and its mask (0 / -inf per item) on the device, built once per snapshot."""
