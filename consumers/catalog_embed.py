@@ -3,8 +3,10 @@
 The calls are the ones ``docs/trainer.md`` ("Embedding an item added after training") describes, batched:
 the raw text embedding of ``item_text(item)`` (all-MiniLM-L6-v2, L2-normalised), the raw CLIP image embedding
 when the export's feature spec names an image model (else a ``[M, 0]`` tensor), then the export's
-``item_content_encoder.pt`` -> the FAISS row and the ranker's item-feature rows. torch and the models are
-imported lazily (the trainer image has them; they take seconds to load).
+``item_content_encoder.pt`` -> the FAISS row and the ranker's item-feature rows. With content neighbours
+(``streamrec.content_neighbours``) the FAISS row is instead borrowed from the learned embeddings of the
+export's items nearest in content. torch and the models are imported lazily (the trainer image has them;
+they take seconds to load).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from streamrec import artifacts as art
 from streamrec.catalog.live import LiveVectors
+from streamrec.content_neighbours import ContentNeighbours
 from streamrec.errors import ConfigError
 from streamrec.features import (
     CONTENT_ENCODER_INPUTS,
@@ -69,6 +72,7 @@ class ContentEmbedder:
         device: str = "cpu",
         batch_size: int = 128,
         torch_threads: int | None = None,
+        neighbours: int = 0,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -98,6 +102,12 @@ class ContentEmbedder:
             raise ConfigError(f"cannot load text model {path}: {exc}", source="text model") from None
         self._clip: tuple[Any, Any] | None = None
         self.image_failures = 0
+        self.neighbours: ContentNeighbours | None = None
+        if neighbours > 0:
+            arrays = art.load_item_arrays(export_dir, meta)
+            self.neighbours = ContentNeighbours.of_learned(
+                arrays.text, arrays.image, arrays.embeddings, arrays.popularity > 0, k=neighbours
+            )
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """-> float32 [n, 384], L2-normalised (what training embedded)."""
@@ -171,6 +181,8 @@ class ContentEmbedder:
             out[name].float().cpu().numpy()
             for name in (MODEL_ITEM_EMBEDDING, MODEL_ITEM_DENSE, MODEL_ITEM_TEXT, MODEL_ITEM_IMAGE)
         ]
+        if self.neighbours is not None:
+            parts[0] = self.neighbours.embed(parts[2], parts[3], fallback=parts[0])
         return [LiveVectors(*(np.ascontiguousarray(p[i]) for p in parts)) for i in range(len(texts))]
 
     def embed(self, requests: Sequence[ContentRequest]) -> list[LiveVectors]:

@@ -57,6 +57,7 @@ def build_catalog_sync(
             device=settings.catalog_sync_device,
             batch_size=settings.catalog_sync_embed_batch,
             torch_threads=settings.catalog_sync_torch_threads,
+            neighbours=catalog.new_item_neighbours,
         )
         return live, embedder
 

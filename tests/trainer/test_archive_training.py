@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
+from consumers.catalog_embed import ContentEmbedder
 from streamrec import artifacts as art
 from streamrec.archive import INTERACTIONS_DIR, read_items, read_users
 from streamrec.catalog.models import CatalogItem, ItemRecord, UserProfile, UserRecord
+from streamrec.catalog.settings import CatalogSettings
 from streamrec.catalog.snapshot import write_snapshot
 from streamrec.catalog.state import CatalogState
 from streamrec.errors import DataError
@@ -89,7 +91,8 @@ def test_full_training_reads_the_archive_and_the_newest_snapshot_then_finetune_a
     parent_arrays = art.load_item_arrays(parent)
     # Known items keep their vectors (item tower frozen) ...
     np.testing.assert_array_equal(arrays.embeddings[: len(known)], parent_arrays.embeddings)
-    # ... and new ones are what the parent's exported content encoder gives for their content.
+    # ... and new ones are what the parent's exported content encoder gives for their content, their retrieval
+    # rows borrowed from their content neighbours exactly as the catalog sync borrows them for the same items.
     encoder = torch.jit.load(str(parent / art.CONTENT_ENCODER_FILE))
     rows = items.set_index("item_id").loc[sorted(new_ids)]
     raw_text, _ = encode_texts(rows["text"].tolist(), settings)
@@ -103,8 +106,11 @@ def test_full_training_reads_the_archive_and_the_newest_snapshot_then_finetune_a
                 MODEL_IMAGE_EMBEDDING: torch.zeros((len(rows), 0)),
             }
         )
-    np.testing.assert_allclose(arrays.embeddings[len(known) :], out["item_embedding"].numpy(), atol=1e-4)
     np.testing.assert_allclose(arrays.text[len(known) :], out["item_text"].numpy(), atol=1e-5)
+    sync = ContentEmbedder(parent, neighbours=CatalogSettings().new_item_neighbours)
+    live = sync.encode(rows["text"].tolist(), categories, rows["price"].tolist(), [None] * len(rows))
+    np.testing.assert_allclose(arrays.embeddings[len(known) :], np.stack([v.embedding for v in live]), atol=1e-4)
+    assert not np.allclose(arrays.embeddings[len(known) :], out["item_embedding"].numpy(), atol=1e-3)
     # The new items are in the index: it holds every row and answers like brute force over them.
     index = read_index(str(child / meta.index.file))
     assert index.ntotal == len(known) + N_NEW

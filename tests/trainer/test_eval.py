@@ -102,16 +102,17 @@ def test_new_items_are_those_first_seen_in_the_test_period_and_tasks_keep_only_t
 @pytest.mark.slow
 def test_eval_scores_items_launched_in_the_test_period_by_content(tmp_path: Path, settings: TrainerSettings) -> None:
     from trainer.data import synthetic
-    from trainer.eval.coldstart import CONTENT_RETRIEVAL, ORACLE, POPULARITY, RANDOM
+    from trainer.eval.coldstart import CONTENT_NEIGHBOURS, CONTENT_RETRIEVAL, ORACLE, POPULARITY, RANDOM
     from trainer.eval.run import run_evaluation
 
     config = synthetic.SyntheticConfig.preset("tiny", seed=7).with_new_items(30)
     synthetic.prepare(tmp_path / "data", config)
     result = run_evaluation(tmp_path / "data", settings, tmp_path / "report")
     cold = result.cold_start
-    assert {CONTENT_RETRIEVAL, POPULARITY, RANDOM, ORACLE} <= set(cold)
+    assert {CONTENT_RETRIEVAL, CONTENT_NEIGHBOURS, POPULARITY, RANDOM, ORACLE} <= set(cold)
     assert 0 < result.context["new items (cold start)"] <= 30
     # The planted structure is visible through content alone: well above random and category popularity.
-    assert cold[CONTENT_RETRIEVAL]["recall@10"] > max(cold[RANDOM]["recall@10"], cold[POPULARITY]["recall@10"])
+    for path in (CONTENT_RETRIEVAL, CONTENT_NEIGHBOURS):
+        assert cold[path]["recall@10"] > max(cold[RANDOM]["recall@10"], cold[POPULARITY]["recall@10"]), path
     assert cold[ORACLE]["recall@10"] >= cold[RANDOM]["recall@10"]
     assert "New items (cold start" in (tmp_path / "report" / "report.md").read_text()

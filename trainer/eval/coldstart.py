@@ -2,7 +2,9 @@
 
 Such items have no training event, so the item tower embeds them from category, text, image and price alone
 (``TrainedModels.item_embeddings``), and the ranker reads their id as unknown, which is how serving sees an
-item added after training. Each test user with a new positive on one of them is asked once (as in the main
+item added after training. The content-neighbour embedding (``streamrec.content_neighbours``: the learned
+embeddings of the trained items nearest in content, what the catalog sync gives a new item by default) is
+scored beside it. Each test user with a new positive on one of them is asked once (as in the main
 protocol) to rank **the new items only** (a "new arrivals" list); the ground truth is their new positives
 among them. Popularity knows nothing of an item without events but its category, so the popularity baseline
 ranks new items by their category's share of the training events; the new items' own test-period popularity
@@ -16,6 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from streamrec.content_neighbours import ContentNeighbours
 from trainer.data.loading import Events
 from trainer.eval.metrics import KS
 from trainer.eval.protocol import (
@@ -30,6 +33,7 @@ from trainer.train.pipeline import TrainedModels
 
 CONTENT_RETRIEVAL = "two-tower retrieval (content only)"
 CONTENT_END_TO_END = "two-tower + DLRM (content only)"
+CONTENT_NEIGHBOURS = "two-tower retrieval (content neighbours)"
 #: What popularity can know of an item without events: its category's share of the training events.
 POPULARITY = "popularity (category's training share)"
 #: A reference that cheats: the new items' own positives in the test period (what popularity would reach
@@ -91,8 +95,10 @@ def cold_start_results(
     candidates: int,
     oracle_for: Callable[[EvalTask], ScoreFn | None] | None = None,
     seed: int = 0,
+    neighbours: int = 0,
 ) -> tuple[dict[str, dict[str, float]], dict[str, object]] | None:
-    """Metrics over the new items (``new_items`` bool [n_items + 1]); None when no test user has one."""
+    """Metrics over the new items (``new_items`` bool [n_items + 1]); None when no test user has one.
+    ``neighbours`` > 0 adds the content-neighbour embedding with that many neighbours."""
     cold = restrict_task(task, new_items)
     if cold is None:
         return None
@@ -105,6 +111,10 @@ def cold_start_results(
     if reranked.shape[1] < max(KS):  # fewer new items than the deepest cut-off: pad with 0 (never relevant)
         reranked = np.pad(reranked, ((0, 0), (0, max(KS) - reranked.shape[1])))
     results[CONTENT_END_TO_END] = metrics_of(cold, reranked)
+    borrowed = neighbour_embeddings(models, new_items, neighbours) if neighbours > 0 else None
+    if borrowed is not None:
+        scores = only(model_retrieval_scores(models, cold, borrowed), new_items)
+        results[CONTENT_NEIGHBOURS] = metrics_of(cold, evaluate_scorer(cold, scores))
 
     n = len(new_items)
     positive = np.isin(test_events.etype, positive_codes)
@@ -126,6 +136,18 @@ def cold_start_results(
         "ranked": "the new items only",
     }
     return results, context
+
+
+def neighbour_embeddings(models: TrainedModels, new_items: np.ndarray, k: int) -> np.ndarray | None:
+    """Every item's tower embedding, the new items' replaced by their content neighbours' (None: no trained
+    item has content features).  -> Float[n_items + 1, D]"""
+    items = models.items
+    embeddings = models.item_embeddings()
+    neighbours = ContentNeighbours.of_learned(items.text, items.image, embeddings, items.popularity > 0, k=k)
+    if neighbours is None:
+        return None
+    embeddings[new_items] = neighbours.embed(items.text[new_items], items.image[new_items], embeddings[new_items])
+    return embeddings
 
 
 def _constant(scores: np.ndarray, allowed: np.ndarray) -> ScoreFn:

@@ -125,8 +125,9 @@ def build_task(
     )
 
 
-def model_retrieval_scores(models: TrainedModels, task: EvalTask) -> ScoreFn:
-    embeddings = torch.as_tensor(models.item_embeddings())
+def model_retrieval_scores(models: TrainedModels, task: EvalTask, item_embeddings: np.ndarray | None = None) -> ScoreFn:
+    """Query tower · item embeddings (default: the item tower's, ``TrainedModels.item_embeddings``)."""
+    embeddings = torch.as_tensor(models.item_embeddings() if item_embeddings is None else item_embeddings)
     tower = models.two_tower.query_tower.cpu().eval()
     profiles = torch.as_tensor(models.profiles)
 

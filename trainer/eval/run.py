@@ -10,12 +10,20 @@ from typing import Any
 
 import numpy as np
 
+from streamrec.catalog.settings import CatalogSettings
 from streamrec.features import EVENT_TYPES
 from trainer.data.common import ORACLE_FILE
 from trainer.data.loading import Dataset, load_dataset
 from trainer.embeddings.content import build_content_embeddings
 from trainer.eval.baselines import BPRConfig, popularity_scores, train_bpr
-from trainer.eval.coldstart import CONTENT_END_TO_END, CONTENT_RETRIEVAL, POPULARITY, cold_start_results, new_item_mask
+from trainer.eval.coldstart import (
+    CONTENT_END_TO_END,
+    CONTENT_NEIGHBOURS,
+    CONTENT_RETRIEVAL,
+    POPULARITY,
+    cold_start_results,
+    new_item_mask,
+)
 from trainer.eval.protocol import (
     EvalTask,
     ScoreFn,
@@ -142,12 +150,15 @@ def run_evaluation(
             settings.retrieval_candidates,
             oracle_for=lambda cold_task: oracle_scorer(dataset, cold_task),
             seed=settings.seed,
+            neighbours=CatalogSettings.load().new_item_neighbours,
         )
         if cold is not None:
             cold_results, cold_context = cold
             pop_recall = max(cold_results[POPULARITY]["recall@10"], 1e-12)
             cold_notes = []
-            for name in (CONTENT_RETRIEVAL, CONTENT_END_TO_END):
+            for name in (CONTENT_RETRIEVAL, CONTENT_END_TO_END, CONTENT_NEIGHBOURS):
+                if name not in cold_results:
+                    continue
                 lift = cold_results[name]["recall@10"] / pop_recall
                 cold_notes.append(f"new items: {name} Recall@10 / popularity Recall@10 = {lift:.2f} (target >= 2)")
             sections.append(("New items (cold start, content only)", cold_context, cold_results, cold_notes))
