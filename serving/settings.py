@@ -41,8 +41,8 @@ class ServingSettings(ComponentSettings):
         le=1000,
         description=(
             "Retrieval keeps at least this many of the request's best-scoring available items added to the live "
-            "catalog since the export among its top N, in place of its lowest-scoring export items (the content-"
-            "only item tower scores a new item below learned ones, so the ranker and the new-item slots would "
+            "catalog since the export among its top N, in place of its lowest-scoring export items (an embedding "
+            "computed from content can score below learned ones, so the ranker and the new-item slots would "
             "rarely see it otherwise); 0: added items compete by score only."
         ),
     )
