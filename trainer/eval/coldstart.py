@@ -18,7 +18,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from streamrec.content_neighbours import ContentNeighbours
 from trainer.data.loading import Events
 from trainer.eval.metrics import KS
 from trainer.eval.protocol import (
@@ -111,8 +110,8 @@ def cold_start_results(
     if reranked.shape[1] < max(KS):  # fewer new items than the deepest cut-off: pad with 0 (never relevant)
         reranked = np.pad(reranked, ((0, 0), (0, max(KS) - reranked.shape[1])))
     results[CONTENT_END_TO_END] = metrics_of(cold, reranked)
-    borrowed = neighbour_embeddings(models, new_items, neighbours) if neighbours > 0 else None
-    if borrowed is not None:
+    if neighbours > 0:
+        borrowed = models.borrowed_item_embeddings(new_items, neighbours)
         scores = only(model_retrieval_scores(models, cold, borrowed), new_items)
         results[CONTENT_NEIGHBOURS] = metrics_of(cold, evaluate_scorer(cold, scores))
 
@@ -136,18 +135,6 @@ def cold_start_results(
         "ranked": "the new items only",
     }
     return results, context
-
-
-def neighbour_embeddings(models: TrainedModels, new_items: np.ndarray, k: int) -> np.ndarray | None:
-    """Every item's tower embedding, the new items' replaced by their content neighbours' (None: no trained
-    item has content features).  -> Float[n_items + 1, D]"""
-    items = models.items
-    embeddings = models.item_embeddings()
-    neighbours = ContentNeighbours.of_learned(items.text, items.image, embeddings, items.popularity > 0, k=k)
-    if neighbours is None:
-        return None
-    embeddings[new_items] = neighbours.embed(items.text[new_items], items.image[new_items], embeddings[new_items])
-    return embeddings
 
 
 def _constant(scores: np.ndarray, allowed: np.ndarray) -> ScoreFn:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from streamrec import artifacts as art
+from streamrec.catalog.settings import CatalogSettings
 from streamrec.settings import TritonSettings
 from trainer.data.loading import Dataset, load_dataset
 from trainer.embeddings.content import build_content_embeddings
@@ -149,7 +150,13 @@ def run_full(
     stages = models.summary()
     metrics = {f"{stage}_final_loss": float(info["final_loss"]) for stage, info in stages.items()}
     metrics.update({f"{stage}_samples_per_s": float(info["samples_per_s"]) for stage, info in stages.items()})
-    version = publish_models(export_root, models, dataset, settings, kind="full", window=window, metrics=metrics)
+    # An item without events in the window is embedded as the catalog sync embeds an item added later.
+    unlearned = models.items.popularity == 0
+    unlearned[0] = False
+    embeddings = models.borrowed_item_embeddings(unlearned, CatalogSettings.load().new_item_neighbours)
+    version = publish_models(
+        export_root, models, dataset, settings, kind="full", window=window, metrics=metrics, item_embeddings=embeddings
+    )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     reloaded = reload_triton(settings, triton_url)
     return RunSummary(

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamrec.content_neighbours import ContentNeighbours
 from streamrec.errors import DataError
 from streamrec.features import EVENT_TYPES, USER_COUNT_FEATURES
 from trainer.data.history import UserHistory
@@ -53,6 +54,20 @@ class TrainedModels:
                 features = features._replace(item_idx=torch.where(learned[idx], idx, torch.zeros_like(idx)))
                 out.append(tower(features).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
+
+    def borrowed_item_embeddings(self, borrowers: np.ndarray, k: int) -> np.ndarray:
+        """``item_embeddings`` with the rows of ``borrowers`` (bool [n_items + 1]) borrowed from their ``k``
+        content neighbours among the items trained with events, as the catalog sync embeds an item added after
+        training (``streamrec.content_neighbours``); k = 0, or no trained item with content: unchanged."""
+        embeddings = self.item_embeddings()
+        items = self.items
+        learned = (items.popularity > 0) & ~borrowers
+        neighbours = ContentNeighbours.of_learned(items.text, items.image, embeddings, learned, k=k) if k > 0 else None
+        if neighbours is not None and borrowers.any():
+            embeddings[borrowers] = neighbours.embed(
+                items.text[borrowers], items.image[borrowers], fallback=embeddings[borrowers]
+            )
+        return embeddings
 
     def summary(self) -> dict[str, Any]:
         return {s.stage: s.summary() for s in self.stats}
