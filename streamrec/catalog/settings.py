@@ -41,7 +41,7 @@ class CatalogSettings(ComponentSettings):
         description=(
             "An item without a learned embedding (added after training) is embedded as the weighted mean of the "
             "learned embeddings of this many trained items nearest to it in content (the catalog sync, the "
-            "fine-tune); 0: the item tower's content-only embedding."
+            "fine-tune, and a full training for items without events); 0: the item tower's content-only embedding."
         ),
     )
     min_compaction_lag_ms: int = Field(

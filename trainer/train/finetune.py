@@ -20,7 +20,6 @@ import numpy as np
 from streamrec import artifacts as art
 from streamrec.archive import partition_dates
 from streamrec.catalog.settings import CatalogSettings
-from streamrec.content_neighbours import ContentNeighbours
 from streamrec.errors import ArtifactError, DataError
 from trainer.data.loading import Dataset, UserTable, load_dataset
 from trainer.embeddings.content import ContentEmbeddings, encode_images, encode_texts
@@ -42,20 +41,6 @@ class FinetuneSplit:
     holdout_rows: np.ndarray  # newest part of the newest day
     new_day_rows: int
     replay_rows: int
-
-
-def borrow_embeddings(models: TrainedModels, known: np.ndarray, added: np.ndarray, k: int) -> np.ndarray:
-    """The added items' embeddings as the catalog sync gives them: from their ``k`` content neighbours among
-    the trained items (``known`` Float[n_known + 1, D], row 0 the unknown item), else (k = 0, no content) the
-    item tower's content-only ``added`` Float[n_new, D]."""
-    if k <= 0:
-        return added
-    items, n_known = models.items, len(known)
-    learned = items.popularity[:n_known] > 0
-    neighbours = ContentNeighbours.of_learned(items.text[:n_known], items.image[:n_known], known, learned, k=k)
-    if neighbours is None:
-        return added
-    return neighbours.embed(items.text[n_known:], items.image[n_known:], fallback=added)
 
 
 def split_for_finetune(dataset: Dataset, day: date, settings: TrainerSettings) -> FinetuneSplit:
@@ -187,9 +172,12 @@ def run_finetune(
     production, n_new = with_new_items(production, dataset, settings)
     item_embeddings = known_embeddings
     if n_new:
-        added = production.item_embeddings()[len(known_embeddings) :]
+        # Known items keep their exported vectors; the added ones are embedded as the catalog sync embeds them.
+        item_embeddings = production.item_embeddings()
+        item_embeddings[: len(known_embeddings)] = known_embeddings
+        added = np.arange(len(item_embeddings)) >= len(known_embeddings)
         k = CatalogSettings.load().new_item_neighbours
-        item_embeddings = np.concatenate([known_embeddings, borrow_embeddings(production, known_embeddings, added, k)])
+        item_embeddings = production.borrowed_item_embeddings(added, k, embeddings=item_embeddings)
     split = split_for_finetune(dataset, day, settings)
     train_began = time.perf_counter()
     candidate = train_models(

@@ -55,11 +55,14 @@ class TrainedModels:
                 out.append(tower(features).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
-    def borrowed_item_embeddings(self, borrowers: np.ndarray, k: int) -> np.ndarray:
-        """``item_embeddings`` with the rows of ``borrowers`` (bool [n_items + 1]) borrowed from their ``k``
-        content neighbours among the items trained with events, as the catalog sync embeds an item added after
-        training (``streamrec.content_neighbours``); k = 0, or no trained item with content: unchanged."""
-        embeddings = self.item_embeddings()
+    def borrowed_item_embeddings(
+        self, borrowers: np.ndarray, k: int, embeddings: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``embeddings`` (default: ``item_embeddings``) with the rows of ``borrowers`` (bool [n_items + 1])
+        borrowed from their ``k`` content neighbours among the other items trained with events, as the catalog
+        sync embeds an item added after training (``streamrec.content_neighbours``); k = 0, or no trained item
+        with content: unchanged."""
+        embeddings = self.item_embeddings() if embeddings is None else np.array(embeddings, np.float32)
         items = self.items
         learned = (items.popularity > 0) & ~borrowers
         neighbours = ContentNeighbours.of_learned(items.text, items.image, embeddings, learned, k=k) if k > 0 else None
